@@ -1,0 +1,1 @@
+"""labcache: advanced caching patterns with Redis, in Python."""

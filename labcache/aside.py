@@ -1,0 +1,203 @@
+"""Part 2: cache-aside. Look in Redis; on a miss, ask the loader and store what it returns.
+
+What the lab's version got wrong, and this one does not:
+- a cached `0`, `""`, `[]` or `{}` is a hit (the lab tested `if (cached)`: mistake 1);
+- if Redis fails, the loader runs once and its value is returned (the lab's error path
+  called the data source a second time: mistake 7);
+- pattern invalidation walks the keyspace with SCAN and UNLINKs in batches (never KEYS: mistake 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from labcache.events import ERROR, FALLBACK, HIT, INVALIDATE, L2, LOAD, MISS, SET, SOURCE
+from labcache.events import CacheEvent, EventHub
+from labcache.keys import validate_key
+from labcache.serializers import CorruptEntry, JsonSerializer, Serializer, dumps_for, loads_for
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Loader = Callable[[], Awaitable[T]]
+# What a broken or unreachable Redis raises through redis.asyncio.
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+def validate_ttl(ttl: object, name: str = "ttl") -> float:
+    """Return `ttl` as seconds if it is a positive, finite number; else raise ValueError."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise ValueError(f"{name} must be a positive number of seconds, not {ttl!r}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {ttl!r}")
+    return float(ttl)
+
+
+def ttl_ms(ttl: float) -> int:
+    """Seconds to Redis PX milliseconds, never rounding a positive TTL down to 0."""
+    return max(1, round(ttl * 1000))
+
+
+async def unlink_matching(redis: aioredis.Redis, pattern: str, *, count: int = 1000) -> int:
+    """UNLINK every key matching a glob, one SCAN page at a time; return how many were removed.
+
+    SCAN returns a page of at most ~`count` keys per round trip, and each page is unlinked at
+    once, so the server never blocks on the whole keyspace the way KEYS does.
+    """
+    removed = 0
+    cursor: int = 0
+    while True:
+        cursor, page = await redis.scan(cursor=cursor, match=pattern, count=count)
+        if page:
+            removed += int(await redis.unlink(*page))
+        if cursor == 0:
+            return removed
+
+
+@dataclass
+class AsideStats:
+    """Counts since the cache was made; `hit_rate` is hits / (hits + misses)."""
+
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    errors: int = 0
+    sets: int = 0
+    invalidations: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "hit_rate": self.hit_rate}
+
+
+class CacheAside:
+    """Cache-aside over Redis: `get(key, loader, ttl)` is the whole pattern."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        namespace: str = "lab10:",
+        default_ttl: float = 300,
+        serializer: Serializer | None = None,
+        negative_ttl: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.default_ttl = validate_ttl(default_ttl, "default_ttl")
+        self.negative_ttl = None if negative_ttl is None else validate_ttl(negative_ttl)
+        self.serializer = serializer or JsonSerializer()
+        self.clock = clock
+        self.stats = AsideStats()
+        self.events = EventHub()
+
+    def key(self, key: str) -> str:
+        """The Redis key for a cache key: the namespace prefix plus the key."""
+        return self.namespace + validate_key(key)
+
+    async def get(self, key: str, loader: Loader[T], ttl: float | None = None) -> T:
+        """The cached value for `key`, or the loader's, stored for `ttl` seconds."""
+        full = self.key(key)
+        ttl = self.default_ttl if ttl is None else validate_ttl(ttl)
+        start = self.clock()
+        try:
+            data = await self.redis.get(full)
+        except REDIS_FAILURES as exc:
+            return await self._load_without_redis(key, loader, exc, start)
+        if data is not None:
+            try:
+                value: T = loads_for(self.serializer, full, data)
+            except CorruptEntry as exc:
+                await self._drop_corrupt(full, exc)
+            else:
+                self.stats.hits += 1
+                self._emit(HIT, key, L2, start)
+                return value
+        value = await self._load(key, loader)
+        if value is not None or self.negative_ttl is not None:
+            try:
+                await self._store(full, value, ttl if value is not None else self.negative_ttl)
+            except REDIS_FAILURES as exc:
+                self._error(key, exc)
+        self.stats.misses += 1
+        self._emit(MISS, key, SOURCE, start)
+        return value
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store `value` for `ttl` seconds (raises SerializationError for a non-JSON value)."""
+        ttl = self.default_ttl if ttl is None else validate_ttl(ttl)
+        await self._store(self.key(key), value, ttl)
+
+    async def invalidate(self, *keys: str) -> int:
+        """Remove keys from the cache; return how many existed."""
+        if not keys:
+            return 0
+        removed = int(await self.redis.unlink(*(self.key(k) for k in keys)))
+        self.stats.invalidations += removed
+        self._emit(INVALIDATE, ",".join(keys), L2, None, detail=str(removed))
+        return removed
+
+    async def invalidate_pattern(self, pattern: str, *, count: int = 1000) -> int:
+        """Remove every key matching a Redis glob (within the namespace); SCAN, never KEYS."""
+        removed = await unlink_matching(self.redis, self.namespace + pattern, count=count)
+        self.stats.invalidations += removed
+        self._emit(INVALIDATE, pattern, L2, None, detail=str(removed))
+        return removed
+
+    async def _store(self, full: str, value: Any, ttl: float | None) -> None:
+        data = dumps_for(self.serializer, full, value)
+        assert ttl is not None
+        await self.redis.set(full, data, px=ttl_ms(ttl))
+        self.stats.sets += 1
+        self._emit(SET, full[len(self.namespace) :], L2, None)
+
+    async def _load(self, key: str, loader: Loader[T]) -> T:
+        start = self.clock()
+        self.stats.loads += 1
+        try:
+            return await loader()
+        finally:
+            self._emit(LOAD, key, SOURCE, start)
+
+    async def _load_without_redis(
+        self, key: str, loader: Loader[T], exc: BaseException, start: float
+    ) -> T:
+        """Redis failed: serve from the source, once, and do not try to cache the result."""
+        self._error(key, exc)
+        value = await self._load(key, loader)
+        self.stats.misses += 1
+        self._emit(FALLBACK, key, SOURCE, start, detail=type(exc).__name__)
+        return value
+
+    async def _drop_corrupt(self, full: str, exc: CorruptEntry) -> None:
+        logger.warning("%s; deleting it", exc)
+        self.stats.errors += 1
+        self._emit(ERROR, full, L2, None, detail=str(exc))
+        try:
+            await self.redis.unlink(full)
+        except REDIS_FAILURES:
+            pass
+
+    def _error(self, key: str, exc: BaseException) -> None:
+        logger.warning("Redis failed for %r: %s", key, exc)
+        self.stats.errors += 1
+        self._emit(ERROR, key, L2, None, detail=f"{type(exc).__name__}: {exc}")
+
+    def _emit(self, kind: str, key: str, level: str, start: float | None, detail: str = "") -> None:
+        if self.events:
+            now = self.clock()
+            duration = 0.0 if start is None else now - start
+            self.events.emit(CacheEvent(kind, key, level, duration, now, detail))

