@@ -9,18 +9,30 @@ What the lab's version got wrong, and this one does not:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from labcache.events import ERROR, FALLBACK, HIT, INVALIDATE, L2, LOAD, MISS, SET, SOURCE
-from labcache.events import CacheEvent, EventHub
+from labcache.events import (
+    ERROR,
+    FALLBACK,
+    HIT,
+    INVALIDATE,
+    L2,
+    LOAD,
+    MISS,
+    SET,
+    SOURCE,
+    CacheEvent,
+    EventHub,
+)
 from labcache.keys import validate_key
 from labcache.serializers import CorruptEntry, JsonSerializer, Serializer, dumps_for, loads_for
 
@@ -119,7 +131,7 @@ class CacheAside:
             return await self._load_without_redis(key, loader, exc, start)
         if data is not None:
             try:
-                value: T = loads_for(self.serializer, full, data)
+                value: T = loads_for(self.serializer, full, cast(bytes, data))
             except CorruptEntry as exc:
                 await self._drop_corrupt(full, exc)
             else:
@@ -186,10 +198,8 @@ class CacheAside:
         logger.warning("%s; deleting it", exc)
         self.stats.errors += 1
         self._emit(ERROR, full, L2, None, detail=str(exc))
-        try:
+        with contextlib.suppress(*REDIS_FAILURES):
             await self.redis.unlink(full)
-        except REDIS_FAILURES:
-            pass
 
     def _error(self, key: str, exc: BaseException) -> None:
         logger.warning("Redis failed for %r: %s", key, exc)

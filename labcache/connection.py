@@ -56,7 +56,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env_file: str | None = None) -> Settings:
-        """Read os.environ, after loading `.env` (the nearest one, or `env_file`) without overriding."""
+        """Read os.environ after loading the nearest `.env` (or `env_file`), never overriding."""
         path = env_file or find_dotenv(usecwd=True)
         if path:
             load_dotenv(path, override=False)

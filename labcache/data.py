@@ -1,8 +1,8 @@
 """The insurance "database" the course caches: seeded CSVs in ``data/`` loaded into SQLite.
 
 Every call sleeps a simulated latency and is counted, so a notebook can show what a cache saves
-and a test can assert "the database was asked exactly once". The data is generated once by a
-seeded script (``python -m labcache.data``), so every run and every notebook output repeats.
+and a test can assert "the database was asked exactly once". The CSVs come from a seeded
+generator (``python -m labcache.data``), so every run and every notebook output repeats.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import csv
 import hashlib
 import json
+import math
 import random
 import sqlite3
 import sys
@@ -28,6 +29,7 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 POLICY_IDS = range(10000, 15000)  # includes the lab's "12345"
 CUSTOMER_IDS = range(60000, 62000)
 AGENT_IDS = [f"A{n:03d}" for n in range(1, 201)]
+Row = dict[str, Any]
 
 # One schema drives the CSV header, the SQLite table and the type of every loaded value.
 SCHEMA: dict[str, dict[str, type]] = {
@@ -42,18 +44,34 @@ SCHEMA: dict[str, dict[str, type]] = {
     "quote_rates": {"factor": str, "key": str, "value": float},
 }  # fmt: skip
 _SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+# How a flat row becomes the lab's nested object (and how a nested update becomes columns).
+_NESTED = {"policies": ("coverage", "coverage_", ("liability", "collision", "comprehensive")),
+           "customers": ("address", "", ("street", "city", "state", "zip"))}  # fmt: skip
+_UPDATABLE = {
+    "policies": {"type", "premium", "deductible", "coverage", "effective_date",
+                 "expiration_date", "customer_id", "agent_id"},
+    "customers": {"name", "email", "phone", "address", "risk_score"},
+}  # fmt: skip
 
 _FIRST = ("Ana", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal",
-          "Kira", "Liam", "Maya", "Noor", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara")  # fmt: skip
-_LAST = ("Adams", "Baker", "Chen", "Diaz", "Evans", "Fischer", "Garcia", "Haddad", "Ito", "Jensen",
-         "Kim", "Lopez", "Murphy", "Nguyen", "Okafor", "Patel", "Rossi", "Silva", "Tanaka", "Vogel")  # fmt: skip
+          "Kira", "Liam", "Maya", "Noor", "Omar", "Priya", "Quinn", "Rosa")  # fmt: skip
+_LAST = ("Adams", "Baker", "Chen", "Diaz", "Evans", "Fischer", "Garcia", "Haddad", "Ito", "Kim",
+         "Lopez", "Murphy", "Nguyen", "Okafor", "Patel", "Rossi", "Silva", "Vogel")  # fmt: skip
 _STREETS = ("Oak", "Maple", "Cedar", "Pine", "Elm", "Lake", "Hill", "Park", "River", "Main")
 _CITIES = (("Austin", "TX", "787"), ("Denver", "CO", "802"), ("Portland", "OR", "972"),
            ("Columbus", "OH", "432"), ("Boston", "MA", "021"), ("Newark", "NJ", "071"),
            ("Phoenix", "AZ", "850"), ("Raleigh", "NC", "276"), ("Madison", "WI", "537"),
            ("Tampa", "FL", "336"))  # fmt: skip
-# The quote rating table: a base rate, exact-match factors and banded factors (the largest key
-# not above the value applies). Written to quote_rates.csv so students can read and change it.
+# Per policy type: premium range, deductibles, liability, collision, comprehensive (or face value).
+_PLANS = {
+    "Auto": ((600, 2400), (250, 500, 1000), (100_000, 300_000, 500_000), (25_000, 50_000, 100_000),
+             (10_000, 25_000, 50_000)),
+    "Home": ((800, 3500), (500, 1000, 2500), (100_000, 300_000, 500_000), (0,),
+             (150_000, 300_000, 600_000)),
+    "Life": ((200, 1500), (0,), (0,), (0,), (100_000, 250_000, 500_000, 1_000_000)),
+}  # fmt: skip
+# The quote rating table: a base rate, exact-match factors and banded ones (the band with the
+# highest lower bound <= the value applies). It ships as quote_rates.csv for students to read.
 _RATES: tuple[tuple[str, str, float], ...] = (
     ("base", "annual", 800.0),
     *(("age", k, v) for k, v in (("16", 1.6), ("21", 1.35), ("25", 1.1), ("30", 1.0),
@@ -66,8 +84,7 @@ _RATES: tuple[tuple[str, str, float], ...] = (
     *(("coverage", k, v) for k, v in (("basic", 0.8), ("standard", 1.0), ("full", 1.3))),
     *(("risk", k, v) for k, v in (("0", 0.9), ("40", 1.0), ("70", 1.2), ("90", 1.45))),
 )  # fmt: skip
-
-Row = dict[str, Any]
+_BANDED = {"age", "deductible", "risk"}
 
 
 def generate(seed: int = SEED) -> dict[str, list[Row]]:
@@ -95,16 +112,14 @@ def generate(seed: int = SEED) -> dict[str, list[Row]]:
         kind = rng.choices(("Auto", "Home", "Life"), weights=(55, 30, 15))[0]
         start = date(2024, rng.randrange(1, 13), rng.randrange(1, 29))  # day <= 28: no Feb 29
         years = rng.choice((10, 20, 30)) if kind == "Life" else 1
-        low, high = {"Auto": (600, 2400), "Home": (800, 3500), "Life": (200, 1500)}[kind]
+        (low, high), deductibles, liability, collision, comprehensive = _PLANS[kind]
         policies.append({
             "id": str(pid), "number": f"POL-{pid}", "customer_id": owner,
             "agent_id": rng.choices(AGENT_IDS, weights=agent_weights)[0], "type": kind,
             "premium": round(rng.uniform(low, high) * (0.8 + risk[owner] / 250), 2),
-            "deductible": {"Auto": rng.choice((250, 500, 1000)),
-                           "Home": rng.choice((500, 1000, 2500)), "Life": 0}[kind],
-            "coverage_liability": 0 if kind == "Life" else rng.choice((100_000, 300_000, 500_000)),
-            "coverage_collision": rng.choice((25_000, 50_000, 100_000)) if kind == "Auto" else 0,
-            "coverage_comprehensive": rng.choice((25_000, 100_000, 250_000, 500_000)),
+            "deductible": rng.choice(deductibles), "coverage_liability": rng.choice(liability),
+            "coverage_collision": rng.choice(collision),
+            "coverage_comprehensive": rng.choice(comprehensive),
             "effective_date": start.isoformat(),
             "expiration_date": start.replace(year=start.year + years).isoformat(), "version": 1,
         })  # fmt: skip
@@ -122,17 +137,16 @@ def generate(seed: int = SEED) -> dict[str, list[Row]]:
 
 
 def write_csvs(directory: str | Path = DATA_DIR, seed: int = SEED) -> dict[str, Path]:
-    """Write one CSV per table; floats use two decimals so the bytes never vary."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
+    """Write one CSV per table; floats get two decimals and lines "\\n", so bytes never vary."""
+    paths = {table: Path(directory) / f"{table}.csv" for table in SCHEMA}
+    Path(directory).mkdir(parents=True, exist_ok=True)
     for table, rows in generate(seed).items():
-        paths[table] = out / f"{table}.csv"
         with paths[table].open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(SCHEMA[table])
             for row in rows:
-                writer.writerow(f"{v:.2f}" if isinstance(v, float) else v for v in row.values())
+                values = (row[column] for column in SCHEMA[table])
+                writer.writerow(f"{v:.2f}" if isinstance(v, float) else v for v in values)
     return paths
 
 
@@ -153,38 +167,19 @@ class Latency:
     @classmethod
     def zero(cls) -> Latency:
         """No waiting: for tests, where only the call counts matter."""
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls().scaled(0.0)
 
     def scaled(self, factor: float) -> Latency:
         """Every latency times ``factor`` (0.1 makes a demo ten times faster)."""
-        if factor < 0:
-            raise ValueError(f"latency factor must be >= 0, got {factor}")
         return replace(self, **{f.name: getattr(self, f.name) * factor for f in fields(self)})
-
-
-Sleep = Callable[[float], Awaitable[Any]]
-_UPDATABLE = {
-    "policies": {"type", "premium", "deductible", "coverage", "effective_date",
-                 "expiration_date", "customer_id", "agent_id"},
-    "customers": {"name", "email", "phone", "address", "risk_score"},
-}  # fmt: skip
-_NESTED = {"coverage": ("coverage_", ("liability", "collision", "comprehensive")),
-           "address": ("", ("street", "city", "state", "zip"))}  # fmt: skip
-_POLICY_SQL = (
-    "SELECT p.*, c.name AS holder FROM policies p JOIN customers c ON c.id = p.customer_id "
-    "WHERE p.id = ?"
-)  # the holder is joined, not copied: renaming a customer changes their policies too
-_SINGULAR = {"policies": "policy", "customers": "customer"}
-_QUOTE_FIELDS = {"driver_age", "vehicle_type", "deductible", "coverage", "customer_id"}
 
 
 def normalize_quote_request(request: Mapping[str, Any]) -> dict[str, Any]:
     """The canonical request: defaults filled in, so equal requests hash equal in any order."""
-    unknown = set(request) - _QUOTE_FIELDS
-    if unknown:
-        raise ValueError(f"unknown quote fields {sorted(unknown)}; use {sorted(_QUOTE_FIELDS)}")
-    if "driver_age" not in request or "vehicle_type" not in request:
-        raise ValueError("a quote request needs driver_age and vehicle_type")
+    unknown = set(request) - {"driver_age", "vehicle_type", "deductible", "coverage", "customer_id"}
+    missing = {"driver_age", "vehicle_type"} - set(request)
+    if unknown or missing:
+        raise ValueError(f"quote request: unknown {sorted(unknown)}, missing {sorted(missing)}")
     customer = request.get("customer_id")
     return {
         "driver_age": int(request["driver_age"]),
@@ -205,7 +200,7 @@ class InsuranceDB:
         database: str | Path = ":memory:",
         latency: Latency | None = None,
         latency_scale: float = 1.0,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.latency = (latency or Latency()).scaled(latency_scale)
         self.calls: Counter[str] = Counter()
@@ -221,21 +216,22 @@ class InsuranceDB:
         """Create the tables and fill them from the CSVs, unless a file database has rows."""
         for table, cols in SCHEMA.items():
             spec = ", ".join(f"{c} {_SQL_TYPES[t]}" for c, t in cols.items())
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
+            key = ", PRIMARY KEY (id)" if "id" in cols else ""
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec}{key})")
         self._conn.execute("CREATE INDEX IF NOT EXISTS by_customer ON policies (customer_id)")
         if self._conn.execute("SELECT 1 FROM policies LIMIT 1").fetchone():
             return  # a file database keeps its writes across processes and restarts
+        missing = [f"{t}.csv" for t in SCHEMA if not (directory / f"{t}.csv").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"InsuranceDB needs {', '.join(missing)} in {directory}; pass data_dir=... "
+                "or regenerate the CSVs with `python -m labcache.data` in the repository"
+            )
         for table, cols in SCHEMA.items():
-            path = directory / f"{table}.csv"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"InsuranceDB needs {path}; pass data_dir=... or regenerate the CSVs "
-                    "with `python -m labcache.data` from the repository root"
-                )
-            with path.open(newline="", encoding="utf-8") as fh:
-                rows = [tuple(cols[k](v) for k, v in r.items()) for r in csv.DictReader(fh)]
-            marks = ", ".join("?" * len(cols))
+            with (directory / f"{table}.csv").open(newline="", encoding="utf-8") as fh:
+                rows = [tuple(cols[c](r[c]) for c in cols) for r in csv.DictReader(fh)]
             with self._conn:
+                marks = ", ".join("?" * len(cols))
                 self._conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
     def close(self) -> None:
@@ -283,30 +279,43 @@ class InsuranceDB:
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
+    def _row(self, table: str, key: str) -> Row | None:
+        """One row shaped like the lab's object (nested coverage/address), or None."""
+        sql = f"SELECT * FROM {table} WHERE id = ?"
+        if table == "policies":  # joined, not copied: renaming a customer renames the holder
+            sql = "SELECT p.*, c.name AS holder FROM policies p JOIN customers c "
+            sql += "ON c.id = p.customer_id WHERE p.id = ?"
+        rows = self._query(sql, key)
+        if not rows:
+            return None
+        flat = dict(rows[0])
+        if table not in _NESTED:
+            return flat
+        name, prefix, parts = _NESTED[table]
+        nested = {part: flat.pop(prefix + part) for part in parts}
+        return {**flat, name: nested}
+
     # -- reads -------------------------------------------------------------------------------
     async def get_policy(self, policy_id: str | int) -> Row | None:
         """One policy with its holder's current name, or None."""
         await self._call("get_policy", self.latency.policy)
-        rows = self._query(_POLICY_SQL, str(policy_id))
-        return _policy_dict(rows[0]) if rows else None
+        return self._row("policies", str(policy_id))
 
     async def get_customer(self, customer_id: str | int) -> Row | None:
         """One customer profile, or None."""
         await self._call("get_customer", self.latency.customer)
-        rows = self._query("SELECT * FROM customers WHERE id = ?", str(customer_id))
-        return _customer_dict(rows[0]) if rows else None
+        return self._row("customers", str(customer_id))
 
     async def get_agent_stats(self, agent_id: str) -> Row | None:
         """An agent's monthly report (precomputed, like the lab's), or None."""
         await self._call("get_agent_stats", self.latency.agent_stats)
-        rows = self._query("SELECT * FROM agents WHERE id = ?", str(agent_id))
-        return dict(rows[0]) if rows else None
+        return self._row("agents", str(agent_id))
 
     async def policies_of_customer(self, customer_id: str | int) -> list[str]:
         """The ids of a customer's policies, sorted (empty for an unknown customer)."""
         await self._call("policies_of_customer", self.latency.customer)
-        rows = self._query("SELECT id FROM policies WHERE customer_id = ?", str(customer_id))
-        return sorted(r["id"] for r in rows)
+        sql = "SELECT id FROM policies WHERE customer_id = ? ORDER BY id"
+        return [r["id"] for r in self._query(sql, str(customer_id))]
 
     async def calculate_quote(self, request: Mapping[str, Any]) -> Row:
         """Price a request from the rating table; same request, same quote, same quote_id."""
@@ -315,122 +324,82 @@ class InsuranceDB:
         rates: dict[str, dict[str, float]] = {}
         for r in self._query("SELECT factor, key, value FROM quote_rates"):
             rates.setdefault(r["factor"], {})[r["key"]] = r["value"]
-        risk = 0
+        factors = {"base": rates["base"]["annual"], "risk": 1.0}  # anonymous: neutral risk
         if req["customer_id"] is not None:
             found = self._query("SELECT risk_score FROM customers WHERE id = ?", req["customer_id"])
             if not found:
                 raise KeyError(f"unknown customer_id {req['customer_id']!r} in quote request")
-            risk = found[0]["risk_score"]
-        factors = {
-            "base": rates["base"]["annual"],
-            "age": _band(rates["age"], req["driver_age"], "driver_age"),
-            "vehicle": _exact(rates["vehicle"], req["vehicle_type"], "vehicle_type"),
-            "deductible": _band(rates["deductible"], req["deductible"], "deductible"),
-            "coverage": _exact(rates["coverage"], req["coverage"], "coverage"),
-            "risk": _band(rates["risk"], risk, "risk_score"),
-        }
-        premium = 1.0
-        for value in factors.values():
-            premium *= value
+            factors["risk"] = _rate(rates, "risk", found[0]["risk_score"])
+        for factor, field in (("age", "driver_age"), ("vehicle", "vehicle_type"),
+                              ("deductible", "deductible"), ("coverage", "coverage")):  # fmt: skip
+            factors[factor] = _rate(rates, factor, req[field])
         canonical = json.dumps(req, sort_keys=True, separators=(",", ":"))
-        quote_id = "Q-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
-        return {"quote_id": quote_id, **req, "premium": round(premium, 2), "factors": factors,
+        return {"quote_id": "Q-" + hashlib.sha256(canonical.encode()).hexdigest()[:16], **req,
+                "premium": round(math.prod(factors.values()), 2), "factors": factors,
                 "valid_for_seconds": 86_400}  # fmt: skip
 
     # -- writes ------------------------------------------------------------------------------
     async def update_policy(self, policy_id: str | int, **changes: Any) -> Row:
         """Change a policy, bump its version, return the new row (KeyError if unknown)."""
         await self._call("update_policy", self.latency.write)
-        self._update("policies", str(policy_id), changes)
-        rows = self._query(_POLICY_SQL, str(policy_id))
-        return _policy_dict(rows[0])
+        return self._update("policies", str(policy_id), changes)
 
     async def update_customer(self, customer_id: str | int, **changes: Any) -> Row:
         """Change a customer, bump its version, return the new row (KeyError if unknown)."""
         await self._call("update_customer", self.latency.write)
-        self._update("customers", str(customer_id), changes)
-        rows = self._query("SELECT * FROM customers WHERE id = ?", str(customer_id))
-        return _customer_dict(rows[0])
+        return self._update("customers", str(customer_id), changes)
 
-    def _update(self, table: str, key: str, changes: Mapping[str, Any]) -> None:
+    def _update(self, table: str, key: str, changes: Mapping[str, Any]) -> Row:
+        """Validate names, types and references first, so a bad write changes nothing."""
         unknown = set(changes) - _UPDATABLE[table]
         if unknown or not changes:
-            raise ValueError(
-                f"cannot update {sorted(unknown) or 'nothing'} on {table}; "
-                f"updatable fields: {sorted(_UPDATABLE[table])}"
-            )
-        flat: dict[str, Any] = {}
-        for name, value in changes.items():
-            if name in _NESTED:
-                prefix, parts = _NESTED[name]
-                if not isinstance(value, Mapping) or set(value) - set(parts):
-                    raise ValueError(f"{name} must be a mapping with keys from {parts}")
-                flat.update({prefix + k: v for k, v in value.items()})
-            else:
-                flat[name] = value
+            raise ValueError(f"cannot update {sorted(unknown) or 'nothing'} on {table}; "
+                             f"updatable fields: {sorted(_UPDATABLE[table])}")  # fmt: skip
+        name, prefix, parts = _NESTED[table]
+        flat = {k: v for k, v in changes.items() if k != name}
+        if name in changes:
+            if not isinstance(changes[name], Mapping) or set(changes[name]) - set(parts):
+                raise ValueError(f"{name} must be a mapping with keys from {parts}")
+            flat.update({prefix + k: v for k, v in changes[name].items()})
         for col, value in flat.items():
             kind = SCHEMA[table][col]
-            if not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+            allowed = (int, float) if kind is float else kind
+            if isinstance(value, bool) or not isinstance(value, allowed):
                 raise ValueError(f"{col} must be {kind.__name__}, got {value!r}")
         for ref, ref_table in (("customer_id", "customers"), ("agent_id", "agents")):
             if ref in flat and not self._query(f"SELECT id FROM {ref_table} WHERE id=?", flat[ref]):
                 raise ValueError(f"{ref} {flat[ref]!r} does not exist")
         sets = ", ".join(f"{c} = ?" for c in flat)
         with self._lock, self._conn:
-            cur = self._conn.execute(
-                f"UPDATE {table} SET {sets}, version = version + 1 WHERE id = ?",
-                (*flat.values(), key),
-            )
-        if cur.rowcount == 0:
-            raise KeyError(f"no {_SINGULAR[table]} with id {key!r}")
+            sql = f"UPDATE {table} SET {sets}, version = version + 1 WHERE id = ?"
+            self._conn.execute(sql, (*flat.values(), key))
+        row = self._row(table, key)
+        if row is None:
+            raise KeyError(f"no row with id {key!r} in {table}")
+        return row
 
-    # -- key listings for warming and workloads (no latency, not counted) ---------------------
+    # -- sorted key lists for warming and workloads: instant and not counted -----------------
     def policy_ids(self) -> list[str]:
-        """Every policy id, sorted."""
-        return self._ids("policies")
+        return [r["id"] for r in self._query("SELECT id FROM policies ORDER BY id")]
 
     def customer_ids(self) -> list[str]:
-        """Every customer id, sorted."""
-        return self._ids("customers")
+        return [r["id"] for r in self._query("SELECT id FROM customers ORDER BY id")]
 
     def agent_ids(self) -> list[str]:
-        """Every agent id, sorted."""
-        return self._ids("agents")
-
-    def _ids(self, table: str) -> list[str]:
-        return [r["id"] for r in self._query(f"SELECT id FROM {table} ORDER BY id")]
+        return [r["id"] for r in self._query("SELECT id FROM agents ORDER BY id")]
 
 
-def _band(table: Mapping[str, float], value: int, what: str) -> float:
-    """The factor of the highest band whose lower bound is <= value."""
-    below = [int(k) for k in table if int(k) <= value]
-    if not below:
-        raise ValueError(f"{what}={value} is below every band {sorted(int(k) for k in table)}")
-    return table[str(max(below))]
-
-
-def _exact(table: Mapping[str, float], value: str, what: str) -> float:
-    if value not in table:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {sorted(table)}")
-    return table[value]
-
-
-def _policy_dict(row: sqlite3.Row) -> Row:
-    d = dict(row)
-    coverage = {k: d.pop(f"coverage_{k}") for k in ("liability", "collision", "comprehensive")}
-    keys = ("id", "number", "holder", "type", "premium", "deductible")
-    rest = ("effective_date", "expiration_date", "customer_id", "agent_id", "version")
-    return {**{k: d[k] for k in keys}, "coverage": coverage, **{k: d[k] for k in rest}}
-
-
-def _customer_dict(row: sqlite3.Row) -> Row:
-    d = dict(row)
-    address = {k: d.pop(k) for k in ("street", "city", "state", "zip")}
-    return {**{k: d[k] for k in ("id", "name", "email", "phone")}, "address": address,
-            "risk_score": d["risk_score"], "version": d["version"]}  # fmt: skip
+def _rate(rates: Mapping[str, Mapping[str, float]], factor: str, value: Any) -> float:
+    """An exact-match factor, or for a banded one the band with the highest lower bound."""
+    table = rates[factor]
+    key = value
+    if factor in _BANDED:
+        key = str(max((int(k) for k in table if int(k) <= value), default=-1))
+    if key not in table:
+        raise ValueError(f"{factor} {value!r} is not rated; the table has {sorted(table)}")
+    return table[key]
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA_DIR
-    for written in write_csvs(target).values():
+    for written in write_csvs(Path(sys.argv[1]) if len(sys.argv) > 1 else DATA_DIR).values():
         print(f"wrote {written} ({written.stat().st_size:,} bytes)")

@@ -76,7 +76,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[bytes]:
 
 
 def _bracket(p: bytes, i: int) -> tuple[int, bytes]:
-    """Parse a `[...]` class starting after the `[`; return the index of its last byte and a regex."""
+    """Parse a `[...]` class from just after its `[`; return its last index and a regex."""
     n = len(p)
     negate = i < n and p[i] == ord("^")
     if negate:

@@ -1,0 +1,134 @@
+"""Cross-instance L1 invalidation over Redis pub/sub (fixes mistake 5: L1 invalidation was local).
+
+Every invalidation an instance makes is published on `<namespace>__invalidate__`; every other
+instance on the namespace evicts the same keys from its own L1. Each message carries the sender's
+id and a sequence number: a gap means messages were lost, and the only safe answer is to flush L1.
+A dropped subscription is answered the same way, since what was missed cannot be known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+
+class Backplane:
+    """Publishes this instance's invalidations and applies the others' through callbacks."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        channel: str,
+        *,
+        on_keys: Callable[[list[str]], None],
+        on_pattern: Callable[[str], None],
+        on_reset: Callable[[str], None],
+        instance_id: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self.on_keys, self.on_pattern, self.on_reset = on_keys, on_pattern, on_reset
+        self.sequence = 0
+        self.received = 0
+        self.resets = 0
+        self._last_seen: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._progress = asyncio.Condition()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self, timeout: float = 5.0) -> None:
+        """Subscribe in the background; return once the subscription is live."""
+        if not self.running:
+            self._subscribed.clear()
+            self._task = asyncio.create_task(self._listen(), name=f"backplane:{self.channel}")
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Cancel the listener and wait for it: no task outlives the cache."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def publish(self, op: str, arg: list[str] | str) -> None:
+        """Tell the other instances to evict `arg` (a list of keys, or a glob for op 'pattern')."""
+        self.sequence += 1
+        message = json.dumps({"src": self.instance_id, "seq": self.sequence, "op": op, "arg": arg})
+        await self.redis.publish(self.channel, message)
+
+    async def wait_received(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until `count` messages from other instances have been applied (for tests, demos)."""
+        async with self._progress:
+            await asyncio.wait_for(self._progress.wait_for(lambda: self.received >= count), timeout)
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                confirmations = 0
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        confirmations += 1
+                        if confirmations > 1:  # redis-py reconnected and re-subscribed
+                            self._reset("pub/sub reconnected")
+                        self._subscribed.set()
+                        backoff = 0.05
+                    elif message["type"] == "message":
+                        await self._apply(message["data"])
+            except (RedisError, OSError) as exc:
+                self._subscribed.clear()
+                self._reset(f"pub/sub connection lost: {type(exc).__name__}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _apply(self, raw: bytes | str) -> None:
+        try:
+            msg: dict[str, Any] = json.loads(raw)
+            src, seq, op, arg = msg["src"], int(msg["seq"]), msg["op"], msg["arg"]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring a malformed backplane message on %s: %r", self.channel, raw)
+            return
+        if src == self.instance_id:
+            return
+        last = self._last_seen.get(src)
+        self._last_seen[src] = seq
+        if last is not None and seq != last + 1:
+            self._reset(f"gap in messages from {src}: {last} -> {seq}")
+        elif op == "keys":
+            self.on_keys(list(arg))
+        elif op == "pattern":
+            self.on_pattern(str(arg))
+        else:
+            self._reset(f"{op} from {src}")
+        async with self._progress:
+            self.received += 1
+            self._progress.notify_all()
+
+    def _reset(self, reason: str) -> None:
+        self.resets += 1
+        logger.info("flushing L1 on %s: %s", self.channel, reason)
+        self.on_reset(reason)
