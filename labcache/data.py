@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import date
@@ -214,6 +214,9 @@ class InsuranceDB:
             key = ", PRIMARY KEY (id)" if "id" in cols else ""
             self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec}{key})")
         self._conn.execute("CREATE INDEX IF NOT EXISTS by_customer ON policies (customer_id)")
+        # The write-behind ledger: the newest queued-write version applied to each row.
+        ledger = "tbl TEXT, id TEXT, version INTEGER, PRIMARY KEY (tbl, id)"
+        self._conn.execute(f"CREATE TABLE IF NOT EXISTS applied_writes ({ledger})")
         if self._conn.execute("SELECT 1 FROM policies LIMIT 1").fetchone():
             return  # a file database keeps its writes across processes and restarts
         missing = [f"{t}.csv" for t in SCHEMA if not (directory / f"{t}.csv").is_file()]
@@ -342,9 +345,68 @@ class InsuranceDB:
         await self._call("update_customer", self.latency.write)
         return self._update("customers", str(customer_id), changes)
 
+    async def apply_writes(
+        self, writes: Sequence[tuple[str, str, Mapping[str, Any], int]]
+    ) -> list[str]:
+        """Apply queued (table, id, fields, version) writes: one call, one transaction.
+
+        A write applies only if its version is newer than the last one applied to that row (the
+        ``applied_writes`` ledger, updated in the same transaction), so a replayed or reordered
+        write never overwrites a newer one. Per write: "applied", "stale" or "invalid: <why>";
+        an invalid write changes nothing and does not stop the others.
+        """
+        await self._call("apply_writes", self.latency.write)
+        checked: list[dict[str, Any] | str] = []
+        for table, _, changes, _ in writes:
+            try:
+                checked.append(self.validate_changes(table, changes))
+            except ValueError as exc:
+                checked.append(f"invalid: {exc}")
+        outcomes: list[str] = []
+        with self._lock, self._conn:
+            for (table, key, _, version), flat in zip(writes, checked, strict=True):
+                last = self._conn.execute(
+                    "SELECT version FROM applied_writes WHERE tbl = ? AND id = ?", (table, key)
+                ).fetchone()
+                if isinstance(flat, str) or (last is not None and last[0] >= version):
+                    outcomes.append(flat if isinstance(flat, str) else "stale")
+                    continue
+                sets = ", ".join(f"{c} = ?" for c in flat)
+                sql = f"UPDATE {table} SET {sets}, version = version + 1 WHERE id = ?"
+                if self._conn.execute(sql, (*flat.values(), key)).rowcount == 0:
+                    outcomes.append(f"invalid: no row with id {key!r} in {table}")
+                    continue
+                self._conn.execute(
+                    "INSERT INTO applied_writes VALUES (?, ?, ?) ON CONFLICT (tbl, id) "
+                    "DO UPDATE SET version = excluded.version", (table, key, version)
+                )  # fmt: skip
+                outcomes.append("applied")
+        return outcomes
+
+    def updatable(self, table: str) -> frozenset[str]:
+        """The fields an update may change on ``table`` ("policies" or "customers")."""
+        if table not in _UPDATABLE:
+            raise ValueError(f"cannot update {table!r}; updatable tables: {sorted(_UPDATABLE)}")
+        return frozenset(_UPDATABLE[table])
+
     def _update(self, table: str, key: str, changes: Mapping[str, Any]) -> Row:
-        """Validate names, types and references first, so a bad write changes nothing."""
-        unknown = set(changes) - _UPDATABLE[table]
+        """Validate first (`validate_changes`), so a bad write changes nothing."""
+        flat = self.validate_changes(table, changes)
+        sets = ", ".join(f"{c} = ?" for c in flat)
+        with self._lock, self._conn:
+            sql = f"UPDATE {table} SET {sets}, version = version + 1 WHERE id = ?"
+            self._conn.execute(sql, (*flat.values(), key))
+        row = self._row(table, key)
+        if row is None:
+            raise KeyError(f"no row with id {key!r} in {table}")
+        return row
+
+    def validate_changes(
+        self, table: str, changes: Mapping[str, Any], *, check_references: bool = True
+    ) -> dict[str, Any]:
+        """The columns an update would set, after checking names, types and (if asked) that
+        referenced customers and agents exist; ValueError otherwise. Instant and not counted."""
+        unknown = set(changes) - self.updatable(table)
         if unknown or not changes:
             raise ValueError(f"cannot update {sorted(unknown) or 'nothing'} on {table}; "
                              f"updatable fields: {sorted(_UPDATABLE[table])}")  # fmt: skip
@@ -360,16 +422,11 @@ class InsuranceDB:
             if isinstance(value, bool) or not isinstance(value, allowed):
                 raise ValueError(f"{col} must be {kind.__name__}, got {value!r}")
         for ref, ref_table in (("customer_id", "customers"), ("agent_id", "agents")):
-            if ref in flat and not self._query(f"SELECT id FROM {ref_table} WHERE id=?", flat[ref]):
+            if not check_references or ref not in flat:
+                continue
+            if not self._query(f"SELECT id FROM {ref_table} WHERE id=?", flat[ref]):
                 raise ValueError(f"{ref} {flat[ref]!r} does not exist")
-        sets = ", ".join(f"{c} = ?" for c in flat)
-        with self._lock, self._conn:
-            sql = f"UPDATE {table} SET {sets}, version = version + 1 WHERE id = ?"
-            self._conn.execute(sql, (*flat.values(), key))
-        row = self._row(table, key)
-        if row is None:
-            raise KeyError(f"no row with id {key!r} in {table}")
-        return row
+        return flat
 
     # -- sorted key lists for warming and workloads: instant and not counted -----------------
     def policy_ids(self) -> list[str]:

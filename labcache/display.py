@@ -1,9 +1,14 @@
-"""Notebook helpers: one colour per cache level in every figure, and library source on demand."""
+"""Notebook helpers: one colour per level in every figure, library source, live widgets."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # The same colours in every notebook: a student learns them once.
 COLORS = {
@@ -38,3 +43,38 @@ def show(obj: Any) -> Any:
     from IPython.display import Code
 
     return Code(inspect.getsource(obj), language="python")  # type: ignore[no-untyped-call]
+
+
+def on_change(controls: Any, callback: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+    """Await `callback()` on the notebook's event loop whenever a control's value changes.
+
+    Runs never overlap: moves made while a run is in progress collapse into one more run with
+    the latest values, so a dragged slider re-measures once, not once per step. Returns a
+    function that stops listening.
+    """
+    items = list(controls) if isinstance(controls, (list, tuple)) else [controls]
+    state: dict[str, Any] = {"task": None, "again": False}
+
+    async def worker() -> None:
+        while state["again"]:
+            state["again"] = False
+            try:
+                await callback()
+            except Exception:
+                # A background task has no cell to print into: log it, keep the widget alive.
+                logger.exception("re-running %r after a widget change failed", callback)
+
+    def handler(_change: Any) -> None:
+        state["again"] = True
+        task = state["task"]
+        if task is None or task.done():
+            state["task"] = asyncio.get_running_loop().create_task(worker())
+
+    for control in items:
+        control.observe(handler, names="value")
+
+    def stop() -> None:
+        for control in items:
+            control.unobserve(handler, names="value")
+
+    return stop

@@ -50,7 +50,9 @@ def glob_to_regex(pattern: str) -> re.Pattern[bytes]:
 
     This follows `stringmatchlen` in Redis's util.c byte for byte: `*`, `?`, `[...]` with `^`
     negation and `a-z` ranges (a reversed range is swapped), backslash escapes, an unclosed
-    bracket running to the end of the pattern. Matching is on UTF-8 bytes, as on the server.
+    bracket running to the end of the pattern. Matching is on UTF-8 bytes, as on the server, and
+    range ends compare as C `char`, which is signed on x86-64 (and Apple arm64) builds: there
+    `[a-\\xc3]` is the range 0xc3..a, i.e. bytes 0x00-0x61 and 0xc3-0xff.
     """
     p = pattern.encode()
     out: list[bytes] = []
@@ -92,8 +94,7 @@ def _bracket(p: bytes, i: int) -> tuple[int, bytes]:
             i -= 1
             break
         elif n - i >= 3 and p[i + 1] == ord("-"):
-            lo, hi = sorted((p[i], p[i + 2]))
-            ranges.append((lo, hi))
+            ranges.extend(_signed_range(p[i], p[i + 2]))
             i += 2
         else:
             ranges.append((p[i], p[i]))
@@ -102,6 +103,14 @@ def _bracket(p: bytes, i: int) -> tuple[int, bytes]:
         return i, (b"." if negate else b"(?!)")
     body = b"".join(b"\\x%02x-\\x%02x" % r for r in ranges)
     return i, b"[" + (b"^" if negate else b"") + body + b"]"
+
+
+def _signed_range(a: int, b: int) -> list[tuple[int, int]]:
+    """The unsigned byte ranges of `[a-b]` when the server compares bytes as signed chars."""
+    lo, hi = sorted(x - 256 if x > 127 else x for x in (a, b))
+    if hi < 0 or lo >= 0:
+        return [(lo % 256, hi % 256)]
+    return [(0, hi), (lo + 256, 255)]  # e.g. [a-\xc3]: 0x00-0x61 and 0xc3-0xff
 
 
 def glob_match(pattern: str, key: str) -> bool:

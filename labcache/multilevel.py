@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -21,9 +23,10 @@ import redis.asyncio as aioredis
 from cachetools import TLRUCache
 
 from labcache import entry
-from labcache.aside import REDIS_FAILURES, Loader, unlink_matching, validate_ttl
+from labcache.aside import REDIS_FAILURES, Loader, ttl_ms, unlink_matching, validate_ttl
 from labcache.backplane import Backplane
 from labcache.events import (
+    EARLY_REFRESH,
     ERROR,
     EVICT,
     FALLBACK,
@@ -32,15 +35,27 @@ from labcache.events import (
     L1,
     L2,
     LOAD,
+    LOCK_WAIT,
     MISS,
     SET,
     SOURCE,
+    STALE,
     CacheEvent,
     EventHub,
 )
 from labcache.keys import glob_to_regex, validate_key
 from labcache.serializers import CorruptEntry, JsonSerializer, Serializer, dumps_for, loads_for
-from labcache.stampede import SingleFlight
+from labcache.stampede import (
+    MISSING,
+    DistributedLock,
+    SingleFlight,
+    StampedeStats,
+    XFetch,
+    load_with_lock,
+    wait_or_stale,
+)
+from labcache.tracking import KeyTracking
+from labcache.ttl import Jitter, Sliding, l1_ttl
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,6 +121,38 @@ def _l1_expiry(_key: str, item: tuple[Any, float, int], _now: float) -> float:
     return item[1]
 
 
+@dataclass(frozen=True)
+class _Options:
+    """A read's stampede and staleness settings (see MultiLevelCache.get)."""
+
+    early_refresh: float  # XFetch beta; 0 = off
+    grace: float
+    soft_timeout: float
+    hard_timeout: float | None
+    sliding: bool
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One `get` past L1: what its helpers need."""
+
+    key: str
+    full: str
+    loader: Loader[Any]
+    ttl: float
+    memory_ttl: float
+    tags: tuple[str, ...]
+    opts: _Options
+    start: float
+
+
+def _seconds(value: float, name: str) -> float:
+    """A number of seconds >= 0 (0 turns the option off)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
 class MultiLevelCache:
     """Memory (L1) in front of Redis (L2) in front of a loader."""
 
@@ -121,10 +168,28 @@ class MultiLevelCache:
         serializer: Serializer | None = None,
         negative_ttl: float | None = None,
         backplane: bool = True,
+        tracking: bool = False,
         single_flight: bool = True,
         strict: bool = False,
         clock: Callable[[], float] = time.time,
+        early_refresh: float | None = None,
+        grace: float = 0.0,
+        soft_timeout: float = 0.0,
+        hard_timeout: float | None = None,
+        lock: DistributedLock | None = None,
+        jitter: Jitter | None = None,
+        sliding: bool = False,
+        rng: random.Random | None = None,
     ) -> None:
+        """Stampede and TTL options (module `labcache.stampede`, `labcache.ttl`):
+
+        `early_refresh` XFetch beta (None: off); `grace` seconds an expired entry is kept and
+        served stale while one background refresh runs (also when the loader fails: fail-safe);
+        `soft_timeout` how long a stale read waits for that refresh first; `hard_timeout` how
+        long a read with nothing stale waits for a load (then asyncio.TimeoutError); `lock` a
+        DistributedLock so one process of many loads a miss; `jitter` spreads TTLs; `sliding`
+        renews the TTL on each read that reaches Redis; `rng` seeds XFetch's draws.
+        """
         self.redis = redis
         self.namespace = namespace
         self.default_ttl = validate_ttl(default_ttl, "default_ttl")
@@ -137,6 +202,17 @@ class MultiLevelCache:
         self.events = EventHub()
         self.l1: TLRUCache[str, tuple[Any, float, int]] = self._new_l1(l1_maxsize, l1_maxbytes)
         self._flight = SingleFlight() if single_flight else None
+        self.refreshes = SingleFlight()  # background refreshes: one per key, cancelled on close
+        self.stampede_stats = StampedeStats()
+        self.xfetch = XFetch(early_refresh or 1.0, rng)
+        self.grace = _seconds(grace, "grace")
+        self.lock = lock
+        self.jitter = jitter
+        beta = 0.0 if early_refresh is None else _seconds(early_refresh, "early_refresh")
+        hard = None if hard_timeout is None else validate_ttl(hard_timeout, "hard_timeout")
+        soft = _seconds(soft_timeout, "soft_timeout")
+        self._defaults = _Options(beta, self.grace, soft, hard, bool(sliding))
+        self._slider: Sliding | None = None
         self.backplane = (
             Backplane(
                 redis,
@@ -148,19 +224,33 @@ class MultiLevelCache:
             if backplane
             else None
         )
+        self.tracking = (
+            KeyTracking(redis, namespace, on_keys=self._evict_keys, on_flush=self._evict_all)
+            if tracking
+            else None
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> MultiLevelCache:
-        """Start listening to other instances' invalidations (needs a running event loop)."""
+        """Start the backplane (and server-assisted tracking, if on); needs a running loop."""
         if self.backplane is not None:
             await self.backplane.start()
+        if self.tracking is not None:
+            await self.tracking.start()
         return self
 
     async def close(self) -> None:
-        """Stop every background task this cache started."""
+        """Stop every background task this cache started (refreshes, loads, listeners)."""
+        await self.refreshes.cancel()
+        if self._flight is not None:
+            await self._flight.cancel()
+        if self.lock is not None:
+            await self.lock.close()
         if self.backplane is not None:
             await self.backplane.stop()
+        if self.tracking is not None:
+            await self.tracking.stop()
 
     async def __aenter__(self) -> MultiLevelCache:
         return await self.start()
@@ -186,8 +276,17 @@ class MultiLevelCache:
         memory_ttl: float | None = None,
         skip_memory: bool = False,
         tags: Iterable[str] = (),
+        early_refresh: float | None = None,
+        grace: float | None = None,
+        soft_timeout: float | None = None,
+        hard_timeout: float | None = None,
+        sliding: bool | None = None,
     ) -> T:
-        """L1, then Redis, then the loader; the loaded value is stored in both levels."""
+        """L1, then Redis, then the loader; the loaded value is stored in both levels.
+
+        The stampede/staleness options override the cache's (see `__init__`) for this read.
+        An expired value served within `grace` emits STALE (instead of HIT) with the reason.
+        """
         full = self.namespace + key if key.__class__ is str else self.key(key)
         start = time.perf_counter() if self.events else 0.0
         if not skip_memory:
@@ -203,34 +302,44 @@ class MultiLevelCache:
                 return value
         validate_key(key)
         ttl, memory_ttl = self._ttls(ttl, memory_ttl)
+        opts = self._options(early_refresh, grace, soft_timeout, hard_timeout, sliding)
+        tags = tuple(tags)
+        if opts.sliding and tags:
+            raise ValueError("sliding expiration cannot be combined with tags: a tag set would "
+                             "expire before the members that reads keep renewing")  # fmt: skip
         try:
-            data = await self.redis.get(full)
+            if opts.sliding:
+                slider = self._slider or self._new_slider()
+                data = await slider.get(full, now=self.clock(), ttl=ttl, grace=opts.grace)
+            else:
+                data = cast("bytes | None", await self.redis.get(full))
         except REDIS_FAILURES as exc:
             return await self._fallback(key, full, loader, exc, start, min(ttl, memory_ttl))
+        read = _Read(key, full, loader, ttl, memory_ttl, tags, opts, start)
+        last_load = None
         if data is not None:
-            found = self._decode(full, cast(bytes, data))
+            found = self._decode(full, data)
             if found is not None:
-                value, expires_at = found
-                remaining = expires_at - self.clock()
-                if remaining > 0:
+                value, record = found
+                now = self.clock()
+                if now < record.expires_at:
+                    bound = 0.0
                     if not skip_memory:
-                        self._fill_l1(full, value, min(memory_ttl, remaining), len(data))
+                        bound = self._l1_bound(opts, memory_ttl, now, record.expires_at, ttl)
+                    if opts.early_refresh > 0:
+                        self._maybe_refresh_early(read, record, now, bound)
+                    if bound > 0:
+                        self._fill_l1(full, value, bound, len(data))
                     self.stats.l2_hits += 1
                     self._emit(HIT, key, L2, start)
                     return value
+                if now < record.expires_at + opts.grace:
+                    value = await self._serve_stale(read, value, record)
+                    return value
+                last_load = record.load_time
             else:
                 await self._drop(full)
-
-        async def load() -> T:
-            return await self._load_and_store(key, full, loader, ttl, memory_ttl, tags)
-
-        if self._flight is None:
-            value = await load()
-        else:
-            value, shared = await self._flight.run(full, load)
-            self.stats.coalesced += shared
-        self.stats.misses += 1
-        self._emit(MISS, key, SOURCE, start)
+        value = await self._miss(read, last_load)
         return value
 
     async def set(
@@ -245,9 +354,11 @@ class MultiLevelCache:
         """Write a value to both levels and evict the key from every other instance's L1."""
         full = self.key(key)
         ttl, memory_ttl = self._ttls(ttl, memory_ttl)
+        ttl = self.jitter(ttl) if self.jitter is not None else ttl
         self.l1.pop(full, None)
-        size = await self._write(full, value, ttl, 0.0, tags)
-        self._fill_l1(full, value, min(ttl, memory_ttl), size)
+        size, expires_at = await self._write(full, value, ttl, 0.0, tags)
+        bound = self._l1_bound(self._defaults, memory_ttl, self.clock(), expires_at, ttl)
+        self._fill_l1(full, value, bound, size)
         await self._publish("keys", [full])
 
     async def invalidate(self, *keys: str) -> int:
@@ -287,6 +398,30 @@ class MultiLevelCache:
         """Empty this instance's L1 only (Redis and other instances are untouched)."""
         self._evict_all("clear_l1")
 
+    def encode_entry(
+        self, key: str, value: Any, ttl: float | None = None, load_time: float = 0.0
+    ) -> tuple[str, bytes, int]:
+        """The Redis key, record and PX (ms) that storing `value` writes (for pipelined writes)."""
+        full = self.key(key)
+        ttl = self.default_ttl if ttl is None else validate_ttl(ttl)
+        data = entry.encode(dumps_for(self.serializer, full, value), self.clock() + ttl, load_time)
+        return full, data, ttl_ms(ttl + self.grace)  # kept `grace` longer as a stale fallback
+
+    def fill_l1(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expires_at: float,
+        memory_ttl: float | None = None,
+        size: int = 0,
+    ) -> None:
+        """Keep a copy of a value written to Redis; it expires by `expires_at` (the cache clock)."""
+        _, memory_ttl = self._ttls(None, memory_ttl)
+        remaining = expires_at - self.clock()
+        if remaining > 0:
+            self._fill_l1(self.key(key), value, min(memory_ttl, remaining), size)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _ttls(self, ttl: float | None, memory_ttl: float | None) -> tuple[float, float]:
@@ -307,10 +442,10 @@ class MultiLevelCache:
         with contextlib.suppress(ValueError):
             self.l1[full] = (value, self.clock() + ttl, size)
 
-    def _decode(self, full: str, data: bytes) -> tuple[Any, float] | None:
+    def _decode(self, full: str, data: bytes) -> tuple[Any, entry.Entry] | None:
         try:
             record = entry.decode(data, full)
-            return loads_for(self.serializer, full, record.payload), record.expires_at
+            return loads_for(self.serializer, full, record.payload), record
         except CorruptEntry as exc:
             logger.warning("%s; treating it as a miss and deleting it", exc)
             self.stats.errors += 1
@@ -331,8 +466,10 @@ class MultiLevelCache:
         ttl: float,
         memory_ttl: float,
         tags: Iterable[str],
+        opts: _Options | None = None,
     ) -> T:
         start = time.perf_counter()
+        began = self.clock()  # the record's load time is on the cache clock: XFetch's delta
         self.stats.loads += 1
         try:
             value = await loader()
@@ -344,20 +481,36 @@ class MultiLevelCache:
             return value
         store_ttl = ttl if value is not None else self.negative_ttl
         assert store_ttl is not None
+        if self.jitter is not None:
+            store_ttl = self.jitter(store_ttl)
+        delta = max(0.0, self.clock() - began)
+        opts = opts or self._defaults
         try:
-            size = await self._write(full, value, store_ttl, elapsed, tags)
+            size, expires_at = await self._write(full, value, store_ttl, delta, tags, opts.grace)
         except REDIS_FAILURES as exc:  # the value is good; only caching it failed (mistake 7)
             self._redis_error(key, exc)
-            size = 0
-        self._fill_l1(full, value, min(store_ttl, memory_ttl), size)
+            size, expires_at = 0, self.clock() + store_ttl
+        bound = self._l1_bound(opts, memory_ttl, self.clock(), expires_at, ttl)
+        self._fill_l1(full, value, bound, size)
         return value
 
     async def _write(
-        self, full: str, value: Any, ttl: float, load_time: float, tags: Iterable[str]
-    ) -> int:
+        self,
+        full: str,
+        value: Any,
+        ttl: float,
+        load_time: float,
+        tags: Iterable[str],
+        grace: float | None = None,
+    ) -> tuple[int, float]:
+        """Store a record that expires in `ttl`; Redis keeps it `grace` longer (stale fallback).
+
+        Returns its size and its expiry as stored (whole ms), which bounds the L1 copy.
+        """
         payload = dumps_for(self.serializer, full, value)
-        data = entry.encode(payload, self.clock() + ttl, load_time)
-        px = max(1, round(ttl * 1000))
+        expires_at = round((self.clock() + ttl) * 1000) / 1000
+        data = entry.encode(payload, expires_at, load_time)
+        px = ttl_ms(ttl + (self.grace if grace is None else grace))
         tag_keys = [self.tag_key(t) for t in tags]
         if tag_keys:
             script = self.redis.register_script(_SET_WITH_TAGS)
@@ -366,7 +519,176 @@ class MultiLevelCache:
             await self.redis.set(full, data, px=px)
         self.stats.sets += 1
         self._emit(SET, full, L2, None)
-        return len(data)
+        return len(data), expires_at
+
+    # -- stampede and staleness (the policies live in labcache.stampede / labcache.ttl) --------
+
+    def _options(
+        self,
+        early_refresh: float | None,
+        grace: float | None,
+        soft_timeout: float | None,
+        hard_timeout: float | None,
+        sliding: bool | None,
+    ) -> _Options:
+        d = self._defaults
+        overrides = (early_refresh, grace, soft_timeout, hard_timeout, sliding)
+        if overrides == (None, None, None, None, None):
+            return d
+        return _Options(
+            d.early_refresh if early_refresh is None else _seconds(early_refresh, "early_refresh"),
+            d.grace if grace is None else _seconds(grace, "grace"),
+            d.soft_timeout if soft_timeout is None else _seconds(soft_timeout, "soft_timeout"),
+            d.hard_timeout if hard_timeout is None else validate_ttl(hard_timeout, "hard_timeout"),
+            d.sliding if sliding is None else bool(sliding),
+        )
+
+    def _new_slider(self) -> Sliding:
+        self._slider = Sliding(self.redis)
+        return self._slider
+
+    def _maybe_refresh_early(
+        self, read: _Read, record: entry.Entry, now: float, horizon: float
+    ) -> None:
+        """XFetch: start the one background refresh if this read's draw falls before `horizon`.
+
+        `horizon` is how long this instance will answer from L1 without looking at Redis, so
+        its draw covers that whole time (with L1 off it is 0: the paper's rule exactly).
+        """
+        if record.load_time <= 0 or self.refreshes.pending(read.full) is not None:
+            return
+        beta = read.opts.early_refresh
+        if now + horizon < self.xfetch.refresh_at(record.expires_at, record.load_time, beta):
+            return
+        self.stampede_stats.early_refreshes += 1
+        early_by = f"{record.expires_at - now:.3f}s early"
+        self._emit(EARLY_REFRESH, read.key, SOURCE, None, detail=early_by)
+        self._refresh(read, record)
+
+    async def _serve_stale(self, read: _Read, value: Any, record: entry.Entry) -> Any:
+        """Within grace: one background refresh; wait up to the soft timeout, else serve stale."""
+        fresh, new, why = await wait_or_stale(self._refresh(read, record), read.opts.soft_timeout)
+        if fresh:
+            self.stats.misses += 1
+            self._emit(MISS, read.key, SOURCE, read.start)
+            return new
+        self.stampede_stats.soft_timeouts += why == "soft timeout"
+        self.stampede_stats.stale_served += 1
+        self.stats.l2_hits += 1
+        self._emit(STALE, read.key, L2, read.start, detail=why)
+        return value
+
+    def _refresh(self, read: _Read, record: entry.Entry) -> asyncio.Future[Any]:
+        """Start (or join) the one background refresh of a key; tracked, cancelled on close."""
+
+        async def refresh() -> Any:
+            try:
+                value, _ = await self._load(
+                    read, newer_than=record.expires_at, last_load=record.load_time
+                )
+                return value
+            except Exception as exc:
+                self.stampede_stats.refresh_errors += 1
+                logger.warning("refreshing %r failed (%s: %s)", read.key, type(exc).__name__, exc)
+                self._emit(ERROR, read.key, SOURCE, None, detail=f"refresh: {type(exc).__name__}")
+                raise
+
+        return self.refreshes.start(read.full, refresh)
+
+    async def _miss(self, read: _Read, last_load: float | None) -> Any:
+        """Nothing usable cached: load once (per process, or per fleet with a lock)."""
+        hard = read.opts.hard_timeout
+
+        async def load() -> tuple[Any, bool]:
+            return await self._load(read, last_load=last_load)
+
+        try:
+            pending = self.refreshes.pending(read.full)
+            if pending is not None:  # a background refresh is already loading this key
+                value, loaded = await asyncio.wait_for(asyncio.shield(pending), hard), True
+                self.stats.coalesced += 1
+            elif self._flight is not None:
+                (value, loaded), shared = await self._flight.run(read.full, load, timeout=hard)
+                self.stats.coalesced += shared
+            else:
+                value, loaded = await asyncio.wait_for(load(), hard)
+        except asyncio.TimeoutError:
+            if hard is not None:
+                self.stampede_stats.hard_timeouts += 1
+                self._emit(ERROR, read.key, SOURCE, read.start, detail=f"hard timeout {hard}s")
+            raise
+        if loaded:
+            self.stats.misses += 1
+            self._emit(MISS, read.key, SOURCE, read.start)
+        else:
+            self.stats.l2_hits += 1
+            self._emit(HIT, read.key, L2, read.start, detail="after lock wait")
+        return value
+
+    async def _load(
+        self, read: _Read, *, newer_than: float | None = None, last_load: float | None = None
+    ) -> tuple[Any, bool]:
+        """Load and store; with a lock, only if no other process did: `(value, loaded)`."""
+
+        async def load() -> Any:
+            return await self._load_and_store(
+                read.key,
+                read.full,
+                read.loader,
+                read.ttl,
+                read.memory_ttl,
+                read.tags,
+                read.opts,
+            )
+
+        if self.lock is None:
+            return await load(), True
+
+        async def reread() -> Any:
+            return await self._reread(read, newer_than)
+
+        def on_wait(how: str, waited: float) -> None:
+            if self.events:
+                now = time.perf_counter()
+                self.events.emit(CacheEvent(LOCK_WAIT, read.key, L2, waited, now, how))
+
+        return await load_with_lock(
+            self.lock,
+            read.key,
+            load,
+            reread,
+            ttl=self.lock.ttl_for(last_load),
+            stats=self.stampede_stats,
+            on_wait=on_wait,
+        )
+
+    async def _reread(self, read: _Read, newer_than: float | None) -> Any:
+        """What another process stored while we waited, or MISSING (none, expired, or older)."""
+        full = read.full
+        try:
+            data = cast("bytes | None", await self.redis.get(full))
+        except REDIS_FAILURES as exc:
+            self._redis_error(full, exc)
+            return MISSING
+        if data is None:
+            return MISSING
+        found = self._decode(full, data)
+        if found is None:
+            return MISSING
+        value, record = found
+        now = self.clock()
+        if now >= record.expires_at or (newer_than is not None and record.expires_at <= newer_than):
+            return MISSING
+        bound = self._l1_bound(read.opts, read.memory_ttl, now, record.expires_at, read.ttl)
+        self._fill_l1(full, value, bound, len(data))
+        return value
+
+    def _l1_bound(
+        self, opts: _Options, memory_ttl: float, now: float, expires_at: float, ttl: float
+    ) -> float:
+        sliding_ttl = ttl if opts.sliding else None
+        early = opts.early_refresh > 0
+        return l1_ttl(memory_ttl, now, expires_at, early_refresh=early, sliding_ttl=sliding_ttl)
 
     async def _fallback(
         self,
