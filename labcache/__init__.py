@@ -1,1 +1,20 @@
-"""labcache: advanced caching patterns with Redis, in Python."""
+"""labcache: advanced caching patterns with Redis, in Python.
+
+The pieces, one module per concept: `connection` (which Redis), `aside` (cache-aside),
+`multilevel` (memory + Redis), `backplane` and `tracking` (keeping every L1 coherent),
+`warming`, `invalidation`, `generations`, `stampede`, `ttl`, `writes`, `monitor`, `workload`,
+`widgets`, `data` (the insurance database the course caches).
+"""
+
+import logging
+
+from labcache.aside import CacheAside
+from labcache.connection import Settings, connect, health_check
+from labcache.multilevel import MultiLevelCache
+
+# A library logs; the application decides where logs go. Without this, warnings would be
+# printed to stderr by Python's last-resort handler, e.g. into a notebook's output.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["CacheAside", "MultiLevelCache", "Settings", "connect", "health_check"]
+__version__ = "0.1.0"

@@ -33,7 +33,7 @@ from labcache.events import (
     CacheEvent,
     EventHub,
 )
-from labcache.keys import validate_key
+from labcache.keys import glob_escape, validate_key
 from labcache.serializers import CorruptEntry, JsonSerializer, Serializer, dumps_for, loads_for
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,8 @@ class CacheAside:
 
     async def invalidate_pattern(self, pattern: str, *, count: int = 1000) -> int:
         """Remove every key matching a Redis glob (within the namespace); SCAN, never KEYS."""
-        removed = await unlink_matching(self.redis, self.namespace + pattern, count=count)
+        full_pattern = glob_escape(self.namespace) + pattern  # a `[` in a namespace is literal
+        removed = await unlink_matching(self.redis, full_pattern, count=count)
         self.stats.invalidations += removed
         self._emit(INVALIDATE, pattern, L2, None, detail=str(removed))
         return removed

@@ -54,6 +54,5 @@ class Generation:
         full = self.cache.key(self.counter_key)
         generation = int(await self.cache.redis.incr(full))
         self.cache.l1.pop(full, None)
-        if self.cache.backplane is not None:
-            await self.cache.backplane.publish("keys", [full])
+        await self.cache.announce([full])
         return generation

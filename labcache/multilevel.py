@@ -43,7 +43,7 @@ from labcache.events import (
     CacheEvent,
     EventHub,
 )
-from labcache.keys import glob_to_regex, validate_key
+from labcache.keys import glob_escape, glob_to_regex, validate_key
 from labcache.serializers import CorruptEntry, JsonSerializer, Serializer, dumps_for, loads_for
 from labcache.stampede import (
     MISSING,
@@ -374,7 +374,7 @@ class MultiLevelCache:
 
     async def invalidate_pattern(self, pattern: str, *, count: int = 1000) -> int:
         """Drop every key matching a Redis glob (within the namespace) in Redis and every L1."""
-        full_pattern = self.namespace + pattern
+        full_pattern = glob_escape(self.namespace) + pattern  # a `[` in a namespace is literal
         self._evict_pattern(full_pattern)
         removed = await unlink_matching(self.redis, full_pattern, count=count)
         await self._publish("pattern", full_pattern)
@@ -710,6 +710,10 @@ class MultiLevelCache:
         self.stats.misses += 1
         self._emit(FALLBACK, key, SOURCE, start, detail=type(exc).__name__)
         return value
+
+    async def announce(self, full_keys: list[str]) -> None:
+        """Tell every other instance to drop these Redis keys from its L1 (failures are events)."""
+        await self._publish("keys", full_keys)
 
     async def _publish(self, op: str, arg: list[str] | str) -> None:
         if self.backplane is None:

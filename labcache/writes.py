@@ -32,7 +32,7 @@ from redis.exceptions import ResponseError
 
 from labcache.aside import REDIS_FAILURES, validate_ttl
 from labcache.data import InsuranceDB, Row
-from labcache.events import ERROR, L1, L2, CacheEvent
+from labcache.events import ERROR, L2, CacheEvent
 from labcache.multilevel import MultiLevelCache
 
 logger = logging.getLogger(__name__)
@@ -86,12 +86,7 @@ def _error_event(cache: MultiLevelCache, key: str, level: str, detail: str) -> N
 
 async def _announce(cache: MultiLevelCache, full: str) -> None:
     """Best effort: tell the other instances to drop their L1 copy of `full`."""
-    if cache.backplane is None:
-        return
-    try:
-        await cache.backplane.publish("keys", [full])
-    except REDIS_FAILURES as exc:
-        _error_event(cache, full, L1, f"backplane publish failed: {type(exc).__name__}: {exc}")
+    await cache.announce([full])
 
 
 def _merged(current: Row, changes: Mapping[str, Any]) -> Row:
