@@ -61,10 +61,15 @@ class Backplane:
     async def stop(self) -> None:
         """Cancel the listener and wait for it: no task outlives the cache."""
         task, self._task = self._task, None
-        if task is not None:
+        # Cancel until it ends: a cancel that lands as redis-py's read timeout fires can be
+        # swallowed (seen on Python 3.11), and the listener would then run forever.
+        while task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=0.1)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            logger.warning(
+                "the backplane listener on %s had failed: %r", self.channel, task.exception()
+            )
 
     async def publish(self, op: str, arg: list[str] | str) -> None:
         """Tell the other instances to evict `arg` (a list of keys, or a glob for op 'pattern')."""
@@ -79,6 +84,7 @@ class Backplane:
 
     async def _listen(self) -> None:
         backoff = 0.05
+        lost = False  # messages may have been missed since the last subscription
         while True:
             pubsub = self.redis.pubsub()
             try:
@@ -90,13 +96,17 @@ class Backplane:
                         continue
                     if message["type"] == "subscribe":
                         confirmations += 1
-                        if confirmations > 1:  # redis-py reconnected and re-subscribed
+                        # Re-subscribed (by redis-py or by us): flush what L1 gained while deaf.
+                        if confirmations > 1 or lost:
+                            lost = False
+                            self._last_seen.clear()  # the flush covers the gap; no second flush
                             self._reset("pub/sub reconnected")
                         self._subscribed.set()
                         backoff = 0.05
                     elif message["type"] == "message":
                         await self._apply(message["data"])
             except (RedisError, OSError) as exc:
+                lost = True
                 self._subscribed.clear()
                 self._reset(f"pub/sub connection lost: {type(exc).__name__}")
                 await asyncio.sleep(backoff)

@@ -1,9 +1,4 @@
-"""Every test talks to a real redis-server that this suite starts itself.
-
-The server listens on a unix socket in a private folder (and on a free loopback port for tests
-that need TCP). `REDIS_URL` is pointed at it before any notebook kernel starts, so nbval's
-kernels use it too, and nothing here touches the Redis at localhost:6379.
-"""
+"""Fixtures for the library tests; the suite's own redis-server is started by ../conftest.py."""
 
 from __future__ import annotations
 
@@ -16,23 +11,7 @@ import redis.asyncio as aioredis
 
 from labcache.embedded import RedisServer, free_port
 
-_SERVER: RedisServer | None = None
 _ids = itertools.count()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    global _SERVER
-    if os.environ.get("LABCACHE_TEST_REDIS_URL"):
-        os.environ["REDIS_URL"] = os.environ["LABCACHE_TEST_REDIS_URL"]
-        return
-    _SERVER = RedisServer(port=free_port()).start()
-    os.environ["REDIS_URL"] = _SERVER.url
-    os.environ["LABCACHE_TEST_REDIS_URL"] = _SERVER.url
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if _SERVER is not None:
-        _SERVER.stop()
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +21,10 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def redis_server() -> RedisServer:
-    assert _SERVER is not None, "this run uses an external LABCACHE_TEST_REDIS_URL"
-    return _SERVER
+    from conftest import SERVER
+
+    assert SERVER is not None, "this run uses an external LABCACHE_TEST_REDIS_URL"
+    return SERVER
 
 
 @pytest.fixture
