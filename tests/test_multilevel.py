@@ -120,7 +120,11 @@ async def test_single_flight_one_load_for_concurrent_misses(cache: MultiLevelCac
         return "v"
 
     tasks = [asyncio.create_task(cache.get("cold", slow)) for _ in range(50)]
-    await asyncio.sleep(0)
+    flight = cache._flight
+    assert flight is not None
+    # Yield to the loop until every caller has missed and joined the load (no time is guessed).
+    while flight.waiting(cache.key("cold")) < 50:  # noqa: ASYNC110
+        await asyncio.sleep(0)
     gate.set()
     assert await asyncio.gather(*tasks) == ["v"] * 50
     assert calls == 1
