@@ -25,6 +25,14 @@ from cachetools import TLRUCache
 from labcache import entry
 from labcache.aside import REDIS_FAILURES, Loader, ttl_ms, unlink_matching, validate_ttl
 from labcache.backplane import Backplane
+from labcache.cluster import (
+    TRACKING_UNSUPPORTED,
+    ClusterBackplane,
+    ClusterUnsupported,
+    is_cluster,
+    set_with_tags,
+)
+from labcache.cluster import invalidate_tag as cluster_invalidate_tag
 from labcache.events import (
     EARLY_REFRESH,
     ERROR,
@@ -132,7 +140,7 @@ class _Options:
     sliding: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Read:
     """One `get` past L1: what its helpers need."""
 
@@ -191,6 +199,9 @@ class MultiLevelCache:
         renews the TTL on each read that reaches Redis; `rng` seeds XFetch's draws.
         """
         self.redis = redis
+        self.on_cluster = is_cluster(redis)  # tags and the backplane differ on a Redis Cluster
+        if self.on_cluster and tracking:
+            raise ClusterUnsupported(TRACKING_UNSUPPORTED)
         self.namespace = namespace
         self.default_ttl = validate_ttl(default_ttl, "default_ttl")
         self.memory_ttl = validate_ttl(memory_ttl, "memory_ttl")
@@ -214,7 +225,7 @@ class MultiLevelCache:
         self._defaults = _Options(beta, self.grace, soft, hard, bool(sliding))
         self._slider: Sliding | None = None
         self.backplane = (
-            Backplane(
+            (ClusterBackplane if self.on_cluster else Backplane)(
                 redis,
                 f"{namespace}__invalidate__",
                 on_keys=self._evict_keys,
@@ -257,6 +268,11 @@ class MultiLevelCache:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def in_flight(self) -> int:
+        """Loads and background refreshes running now (0 after `close()`)."""
+        return len(self.refreshes) + (len(self._flight) if self._flight is not None else 0)
 
     def resize_l1(self, maxsize: int | None = None, maxbytes: int | None = None) -> None:
         """Replace L1 with an empty one of another size (a notebook knob)."""
@@ -383,8 +399,11 @@ class MultiLevelCache:
 
     async def invalidate_tag(self, tag: str) -> list[str]:
         """Drop exactly the keys set with `tags=[tag]`, everywhere; return them."""
-        script = self.redis.register_script(_INVALIDATE_TAG)
-        members = [m.decode() for m in await script(keys=[self.tag_key(tag)])]
+        if self.on_cluster:  # members live in other slots than the tag set: no single script
+            taken = await cluster_invalidate_tag(self.redis, self.tag_key(tag))
+        else:
+            taken = await self.redis.register_script(_INVALIDATE_TAG)(keys=[self.tag_key(tag)])
+        members = [m.decode() for m in taken]
         self._evict_keys(members)
         if members:
             await self._publish("keys", members)
@@ -473,6 +492,9 @@ class MultiLevelCache:
         self.stats.loads += 1
         try:
             value = await loader()
+        except Exception as exc:  # the caller gets it; a monitor should see it too
+            self._emit(ERROR, key, SOURCE, None, detail=f"loader: {type(exc).__name__}: {exc}")
+            raise
         finally:
             elapsed = time.perf_counter() - start
             self.stats.load_time += elapsed
@@ -512,7 +534,9 @@ class MultiLevelCache:
         data = entry.encode(payload, expires_at, load_time)
         px = ttl_ms(ttl + (self.grace if grace is None else grace))
         tag_keys = [self.tag_key(t) for t in tags]
-        if tag_keys:
+        if tag_keys and self.on_cluster:  # two steps, not atomic: see labcache.cluster
+            await set_with_tags(self.redis, full, data, px, tag_keys)
+        elif tag_keys:
             script = self.redis.register_script(_SET_WITH_TAGS)
             await script(keys=[full, *tag_keys], args=[data, px])
         else:

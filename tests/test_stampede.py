@@ -1,0 +1,574 @@
+"""Stampede prevention and stale serving, against the real redis-server the suite started.
+
+Every test counts (loader calls, Redis keys, stats, events); none asserts a duration. Time is
+an injected clock wherever expiry matters; a hang is an asyncio.Event that is never set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import sys
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from labcache.data import InsuranceDB, Latency, SourceUnavailable
+from labcache.events import EARLY_REFRESH, HIT, LOCK_WAIT, MISS, STALE, CacheEvent
+from labcache.multilevel import MultiLevelCache
+from labcache.stampede import DistributedLock, SingleFlight, XFetch
+from tests.helpers import Loader, command_counts, commands_sent
+
+
+class Clock:
+    """A clock the test moves by hand (seconds)."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Gated:
+    """A loader that counts its calls and waits for `gate` (never set: a hang)."""
+
+    def __init__(self, value: object = "v", error: BaseException | None = None) -> None:
+        self.value, self.error = value, error
+        self.gate = asyncio.Event()
+        self.calls = self.cancelled = 0
+
+    async def __call__(self) -> object:
+        self.calls += 1
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Await a condition (polled), failing the test if it is not met in `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def waiting_on(cache: MultiLevelCache, key: str, n: int) -> Callable[[], Awaitable[bool]]:
+    """A condition: `n` requests are waiting on the one load of `key`."""
+
+    async def condition() -> bool:
+        assert cache._flight is not None
+        return cache._flight.waiting(cache.key(key)) == n
+
+    return condition
+
+
+def cache_for(redis: aioredis.Redis, namespace: str, **options: object) -> MultiLevelCache:
+    return MultiLevelCache(redis, namespace=namespace, backplane=False, **options)  # type: ignore[arg-type]
+
+
+def record_events(cache: MultiLevelCache) -> list[CacheEvent]:
+    seen: list[CacheEvent] = []
+    cache.events.subscribe(seen.append)
+    return seen
+
+
+# -- 1. single-flight in one process ---------------------------------------------------------
+
+
+async def test_concurrent_misses_share_one_loader_call(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = cache_for(redis, namespace)
+    loader = Gated({"premium": 1200})
+    gets = [asyncio.create_task(cache.get("policy:1", loader)) for _ in range(100)]
+    await until(waiting_on(cache, "policy:1", 100))
+    loader.gate.set()
+    values = await asyncio.gather(*gets)
+    assert loader.calls == 1
+    assert values == [{"premium": 1200}] * 100
+    assert (cache.stats.misses, cache.stats.coalesced, cache.stats.loads) == (100, 99, 1)
+    await cache.close()
+
+
+async def test_single_flight_runs_once_for_a_hundred_callers() -> None:
+    flight = SingleFlight()
+    calls = 0
+    gate = asyncio.Event()
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return "v"
+
+    runs = [asyncio.create_task(flight.run("k", load)) for _ in range(100)]
+    await asyncio.sleep(0)  # joining needs no I/O: every caller is in after one loop turn
+    gate.set()
+    results = await asyncio.gather(*runs)
+    assert calls == 1
+    assert [shared for _, shared in results].count(False) == 1
+    assert {value for value, _ in results} == {"v"}
+    assert len(flight) == 0
+
+
+async def test_without_single_flight_every_request_calls_the_source(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = cache_for(redis, namespace, single_flight=False)
+    loader = Gated()
+    gets = [asyncio.create_task(cache.get("policy:1", loader)) for _ in range(100)]
+
+    async def all_loading() -> bool:
+        return loader.calls == 100  # nothing is stored while the gate is shut
+
+    await until(all_loading)  # mistake 13: the stampede, every request at the source
+    loader.gate.set()
+    await asyncio.gather(*gets)
+    assert loader.calls == 100
+
+
+async def test_loader_error_reaches_every_waiter_and_nothing_is_cached(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = cache_for(redis, namespace)
+    loader = Gated(error=SourceUnavailable("db down"))
+    gets = [asyncio.create_task(cache.get("k", loader)) for _ in range(10)]
+    await until(waiting_on(cache, "k", 10))
+    loader.gate.set()
+    results = await asyncio.gather(*gets, return_exceptions=True)
+    assert loader.calls == 1
+    assert all(isinstance(r, SourceUnavailable) for r in results)
+    assert await redis.exists(cache.key("k")) == 0
+    assert cache._flight is not None and len(cache._flight) == 0  # nothing kept per key
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_load_for_the_others(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = cache_for(redis, namespace)
+    loader = Gated("v")
+    first = asyncio.create_task(cache.get("k", loader))
+    await until(waiting_on(cache, "k", 1))
+    second, third = (asyncio.create_task(cache.get("k", loader)) for _ in range(2))
+    await until(waiting_on(cache, "k", 3))
+    first.cancel()  # the caller that started the load goes away
+    await until(waiting_on(cache, "k", 2))
+    loader.gate.set()
+    assert await asyncio.gather(second, third) == ["v", "v"]
+    assert first.cancelled()
+    assert (loader.calls, loader.cancelled) == (1, 0)
+    assert await redis.exists(cache.key("k")) == 1
+
+
+async def test_single_flight_forgets_keys_and_retrieves_errors_nobody_awaited() -> None:
+    flight = SingleFlight()
+    unhandled: list[object] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unhandled.append(ctx))
+    gate = asyncio.Event()
+
+    async def fails() -> str:
+        await gate.wait()
+        raise RuntimeError("boom")
+
+    callers = [asyncio.create_task(flight.run("k", fails)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert len(flight) == 1
+    for caller in callers:
+        caller.cancel()  # every caller gives up; the run goes on
+    await asyncio.gather(*callers, return_exceptions=True)
+    gate.set()
+    await flight.join()
+    assert len(flight) == 0
+    assert unhandled == []  # no "exception was never retrieved"
+    ok = await asyncio.gather(
+        *(flight.run(str(i % 3), lambda: asyncio.sleep(0, "x")) for i in range(9))
+    )
+    assert [shared for _, shared in ok].count(False) == 3
+    assert len(flight) == 0
+
+
+# -- 2. distributed lock across processes ----------------------------------------------------
+
+
+async def test_lock_is_exclusive_and_only_its_token_releases_it(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    lock = DistributedLock(redis, namespace, ttl=30)
+    token = await lock.acquire("policy:1")
+    assert token is not None and len(token) == 32
+    assert await lock.acquire("policy:1") is None
+    assert 29_000 < await redis.pttl(lock.key("policy:1")) <= 30_000
+    assert await lock.release("policy:1", "not-the-token") is False
+    assert await redis.get(lock.key("policy:1")) == token.encode()
+    assert await lock.release("policy:1", token) is True
+    assert await redis.exists(lock.key("policy:1")) == 0
+    assert (lock.stats.acquired, lock.stats.lost) == (1, 1)
+
+
+async def test_release_wakes_a_waiter_through_pubsub(redis: aioredis.Redis, namespace: str) -> None:
+    lock = DistributedLock(redis, namespace, poll_interval=60)  # polling would take a minute
+    token = await lock.acquire("k")
+    assert token is not None
+    waiter = asyncio.create_task(lock.acquire_or_wait("k", timeout=60))
+
+    async def subscribed() -> bool:
+        return dict(await redis.pubsub_numsub(lock.channel))[lock.channel.encode()] >= 1
+
+    await until(subscribed)
+    await lock.release("k", token)
+    outcome = await waiter
+    assert (outcome.token, outcome.waited, outcome.timed_out) == (None, True, False)
+    assert (lock.stats.waits, lock.stats.notified, lock.stats.takeovers) == (1, 1, 0)
+    await lock.close()
+    assert dict(await redis.pubsub_numsub(lock.channel))[lock.channel.encode()] == 0
+
+
+async def test_waiters_on_a_lock_whose_holder_died_let_exactly_one_take_over(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """A 'dead holder' set the lock with a short PX and never releases: one waiter loads."""
+    await redis.set(f"{namespace}__lock__:policy:1", "dead-holder", px=200)
+    loader = Loader({"premium": 1200})
+    caches = [
+        cache_for(
+            redis,
+            namespace,
+            lock=DistributedLock(redis, namespace, wait_timeout=10, poll_interval=0.02),
+        )
+        for _ in range(5)  # five instances, as if five processes
+    ]
+    values = await asyncio.gather(*(c.get("policy:1", loader) for c in caches))
+    assert values == [{"premium": 1200}] * 5
+    assert loader.calls == 1
+    # One took over the expired lock; a waiter whose poll beats the release message to its
+    # mailbox also "takes over", then finds the value stored and does not load.
+    assert sum(c.stampede_stats.lock_takeovers for c in caches) >= 1
+    assert sum(c.stampede_stats.lock_timeouts for c in caches) == 0
+    assert sum(c.stats.misses for c in caches) == 1
+    assert sum(c.stats.l2_hits for c in caches) == 4  # the others re-read Redis when woken
+    assert await redis.exists(f"{namespace}__lock__:policy:1") == 0
+    for cache in caches:
+        await cache.close()
+
+
+async def test_a_waiter_that_times_out_loads_itself_and_says_so(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    await redis.set(f"{namespace}__lock__:k", "stuck-holder", px=60_000)
+    lock = DistributedLock(redis, namespace, wait_timeout=0.05, poll_interval=0.01)
+    cache = cache_for(redis, namespace, lock=lock)
+    events = record_events(cache)
+    loader = Loader("v")
+    assert await cache.get("k", loader) == "v"
+    assert loader.calls == 1
+    assert (cache.stampede_stats.lock_waits, cache.stampede_stats.lock_timeouts) == (1, 1)
+    assert [(e.kind, e.detail) for e in events if e.kind == LOCK_WAIT] == [(LOCK_WAIT, "timed out")]
+    assert lock.stats.timeouts == 1
+    await cache.close()
+
+
+async def test_lock_ttl_follows_the_last_load_time(redis: aioredis.Redis, namespace: str) -> None:
+    clock = Clock()
+    lock = DistributedLock(redis, namespace, ttl=30, ttl_factor=4, min_ttl=0.1)
+    assert lock.ttl_for(None) == 30 and lock.ttl_for(0.5) == 2.0 and lock.ttl_for(0.01) == 0.1
+    cache = cache_for(redis, namespace, lock=lock, clock=clock, grace=100, soft_timeout=5)
+    seen: list[int] = []
+
+    async def slow_load() -> str:  # "takes" 0.3 s on the cache clock
+        clock.now += 0.3
+        return "v1"
+
+    async def watching_load() -> str:
+        seen.append(await redis.pttl(lock.key("k")))
+        return "v2"
+
+    await cache.get("k", slow_load, ttl=10)  # unknown load time: the default lock TTL
+    clock.now += 11  # expired, within grace: the refresh knows the last load took 0.3 s
+    assert await cache.get("k", watching_load, ttl=10, skip_memory=True) == "v2"
+    assert len(seen) == 1 and 1000 < seen[0] <= 1200  # 4 x 0.3 s
+    await cache.close()
+
+
+WORKER = r"""
+import asyncio, json, sys
+import redis.asyncio as aioredis
+from labcache.multilevel import MultiLevelCache
+from labcache.stampede import DistributedLock
+
+async def main(url, ns, use_lock, requests):
+    redis = aioredis.from_url(url)
+    lock = DistributedLock(redis, ns, wait_timeout=20, poll_interval=0.02) if use_lock else None
+    cache = MultiLevelCache(redis, namespace=ns, backplane=False, lock=lock)
+
+    async def loader():
+        await redis.incr(ns + "source_calls")  # each process has its own DB object: count here
+        await asyncio.sleep(0.3)
+        return {"premium": 1200}
+
+    await redis.incr(ns + "ready")
+    await redis.blpop([ns + "go"], timeout=60)  # start together
+    values = await asyncio.gather(*(cache.get("policy:12345", loader) for _ in range(requests)))
+    await cache.close()
+    print(json.dumps({"ok": all(v == {"premium": 1200} for v in values),
+                      **cache.stampede_stats.as_dict()}))
+    await redis.aclose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])))
+"""
+
+
+async def run_processes(
+    redis: aioredis.Redis, url: str, namespace: str, *, lock: bool, processes: int = 4
+) -> tuple[int, list[dict[str, int]]]:
+    """`processes` OS processes x 25 requests for one cold key: (source calls, their stats)."""
+    args = (url, namespace, "1" if lock else "0", "25")
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WORKER, *args, stdout=asyncio.subprocess.PIPE
+        )
+        for _ in range(processes)
+    ]
+
+    async def all_ready() -> bool:
+        return int(await redis.get(namespace + "ready") or 0) == processes
+
+    await until(all_ready, timeout=60)
+    await redis.rpush(namespace + "go", *["go"] * processes)
+    outputs = [json.loads((await p.communicate())[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert all(o.pop("ok") for o in outputs)
+    return int(await redis.get(namespace + "source_calls") or 0), outputs
+
+
+@pytest.mark.slow
+async def test_lock_allows_at_most_one_load_across_processes(
+    redis: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    calls, stats = await run_processes(redis, redis_url, namespace + "lock:", lock=True)
+    assert calls == 1
+    assert sum(s["lock_waits"] for s in stats) == 3  # one waiter per process (single-flight)
+    assert sum(s["lock_timeouts"] for s in stats) == 0
+    unprotected, _ = await run_processes(redis, redis_url, namespace + "nolock:", lock=False)
+    assert 1 <= unprotected <= 4  # one per process at most (single-flight), usually all four
+
+
+# -- 3. XFetch: probabilistic early expiration -----------------------------------------------
+
+
+def test_xfetch_follows_the_formula_with_a_seeded_rng() -> None:
+    xfetch = XFetch(beta=2.0, rng=random.Random(7))
+    twin = random.Random(7)
+    for _ in range(100):
+        expected = 500.0 + 3.0 * 2.0 * math.log(1.0 - twin.random())
+        assert xfetch.refresh_at(500.0, 3.0) == pytest.approx(expected)
+    assert XFetch(beta=0).refresh_at(500.0, 3.0) == 500.0  # beta 0: never early
+    assert XFetch().refresh_at(500.0, 0.0) == 500.0  # unknown load time: never early
+    one_delta_before = XFetch(rng=random.Random(1))
+    fired = sum(one_delta_before.should_refresh(99.0, 100.0, 1.0) for _ in range(20_000))
+    assert abs(fired / 20_000 - math.exp(-1)) < 0.015  # P(-ln U >= 1) = 1/e
+    with pytest.raises(ValueError, match="beta"):
+        XFetch(beta=-1)
+
+
+async def steady_reads(
+    cache: MultiLevelCache, clock: Clock, *, rate: float, seconds: float, ttl: float
+) -> int:
+    """Sequential reads at `rate`/s on the injected clock; each load 'takes' 1 s of it."""
+    loads = 0
+
+    async def loader() -> int:
+        nonlocal loads
+        loads += 1
+        clock.now += 1.0
+        return loads
+
+    start = clock.now
+    for i in range(int(rate * seconds)):
+        clock.now = max(clock.now, start + i / rate)
+        await cache.get("hot", loader, ttl=ttl)
+        await cache.refreshes.join()  # a background refresh, if one started, runs now
+    return loads
+
+
+@pytest.mark.parametrize("skip_l1", [False, True])
+async def test_xfetch_refreshes_early_and_serves_no_miss_at_expiry(
+    redis: aioredis.Redis, namespace: str, skip_l1: bool
+) -> None:
+    clock = Clock()
+    memory_ttl = 0.001 if skip_l1 else 5.0
+    xfetch = cache_for(
+        redis,
+        namespace,
+        clock=clock,
+        early_refresh=1.0,
+        rng=random.Random(3),
+        memory_ttl=memory_ttl,
+    )
+    loads = await steady_reads(xfetch, clock, rate=20, seconds=60, ttl=10)
+    assert xfetch.stats.misses == 1  # the warm-up only: no request waited for the source
+    assert xfetch.stampede_stats.early_refreshes == loads - 1 >= 5  # ~one per 10 s period
+    plain_clock = Clock()
+    plain = cache_for(redis, namespace + "plain:", clock=plain_clock, memory_ttl=memory_ttl)
+    plain_loads = await steady_reads(plain, plain_clock, rate=20, seconds=60, ttl=10)
+    assert plain.stats.misses == plain_loads >= 5  # every expiry is a miss without it
+    assert plain.stampede_stats.early_refreshes == 0
+
+
+async def test_early_refresh_runs_once_in_background_while_the_old_value_is_served(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    clock = Clock()
+    cache = cache_for(redis, namespace, clock=clock, early_refresh=1000.0, rng=random.Random(1))
+    events = record_events(cache)
+
+    async def first() -> str:
+        clock.now += 0.5
+        return "old"
+
+    await cache.get("k", first, ttl=60)
+    clock.now += 30  # far from expiry, but beta 1000 x 0.5 s makes the refresh certain
+    refresh = Gated("new")
+    values = await asyncio.gather(*(cache.get("k", refresh, skip_memory=True) for _ in range(20)))
+    assert values == ["old"] * 20  # nobody waited
+    assert (refresh.calls, cache.stampede_stats.early_refreshes) == (1, 1)
+    assert [e.kind for e in events].count(EARLY_REFRESH) == 1
+    refresh.gate.set()
+    await cache.refreshes.join()
+    assert await cache.get("k", refresh, skip_memory=True) == "new"
+    assert refresh.calls == 1
+    await cache.close()
+
+
+# -- 4. stale-while-revalidate and fail-safe -------------------------------------------------
+
+
+async def test_within_grace_stale_is_served_at_once_and_refreshed_once(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    clock = Clock()
+    cache = cache_for(redis, namespace, clock=clock, grace=5)
+    events = record_events(cache)
+    await cache.get("k", Loader("v1"), ttl=10)
+    assert 14_000 < await redis.pttl(cache.key("k")) <= 15_000  # PX = ttl + grace
+    clock.now += 11  # logically expired, kept by Redis for the grace period
+    refresh = Gated("v2")
+    values = await asyncio.gather(*(cache.get("k", refresh, ttl=10) for _ in range(10)))
+    assert values == ["v1"] * 10
+    assert refresh.calls == 1
+    stale = [e for e in events if e.kind == STALE]
+    assert len(stale) == 10 and {e.detail for e in stale} == {"revalidating"}
+    assert cache.stampede_stats.stale_served == 10
+    refresh.gate.set()
+    await cache.refreshes.join()
+    assert await cache.get("k", refresh, ttl=10) == "v2"
+    assert events[-1].kind == HIT and refresh.calls == 1
+    clock.now += 16  # past ttl + grace of the new entry too: a plain miss
+    assert await cache.get("k", Loader("v3")) == "v3"
+    assert events[-1].kind == MISS
+
+
+async def test_fail_safe_serves_stale_when_the_loader_raises(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    clock = Clock()
+    cache = cache_for(redis, namespace, clock=clock, grace=60, soft_timeout=5)
+    events = record_events(cache)
+    await cache.get("k", Loader("v1"), ttl=10)
+    clock.now += 11
+    failing = Loader(error=SourceUnavailable("insurance database unavailable"))
+    assert await cache.get("k", failing) == "v1"  # no error reaches the caller
+    assert failing.calls == 1
+    assert cache.stampede_stats.refresh_errors == 1
+    assert events[-1].kind == STALE and events[-1].detail == "refresh failed: SourceUnavailable"
+    await cache.close()
+
+
+async def test_fail_safe_serves_stale_when_the_loader_hangs(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    clock = Clock()
+    cache = cache_for(redis, namespace, clock=clock, grace=60, soft_timeout=0.01)
+    events = record_events(cache)
+    await cache.get("k", Loader("v1"), ttl=10)
+    clock.now += 11
+    hang = Gated("never")  # its gate is never set
+    assert await cache.get("k", hang) == "v1"
+    assert await cache.get("k", hang) == "v1"
+    assert hang.calls == 1  # the second read joined the refresh still in flight
+    assert cache.stampede_stats.soft_timeouts == 2
+    assert [e.detail for e in events if e.kind == STALE] == ["soft timeout"] * 2
+    assert len(cache.refreshes) == 1
+    await cache.close()  # background refreshes are cancelled, not leaked (mistake 10)
+    assert len(cache.refreshes) == 0 and hang.cancelled == 1
+
+
+async def test_hard_timeout_bounds_the_wait_when_nothing_stale_exists(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = cache_for(redis, namespace, hard_timeout=0.01)
+    hang = Gated("never")
+    with pytest.raises(asyncio.TimeoutError):
+        await cache.get("k", hang)
+    with pytest.raises(asyncio.TimeoutError):
+        await cache.get("k", hang)
+    assert hang.calls == 1  # the load goes on once, shared
+    assert cache.stampede_stats.hard_timeouts == 2
+    await cache.close()
+    assert hang.cancelled == 1
+
+
+async def test_database_outage_is_served_from_stale(redis: aioredis.Redis, namespace: str) -> None:
+    clock = Clock()
+    db = InsuranceDB(latency=Latency.zero())
+    cache = cache_for(redis, namespace, clock=clock, grace=300, soft_timeout=1)
+    policy = await cache.get("policy:12345", lambda: db.get_policy(12345), ttl=60)
+    clock.now += 61
+    with db.outage():
+        for _ in range(3):
+            assert await cache.get("policy:12345", lambda: db.get_policy(12345)) == policy
+    assert cache.stampede_stats.stale_served == 3
+    assert db.calls["get_policy"] == 4  # the first load and one refresh attempt per read
+    without = cache_for(redis, namespace + "nograce:", clock=clock)
+    await without.get("policy:12345", lambda: db.get_policy(12345), ttl=60)
+    clock.now += 61
+    with db.outage(), pytest.raises(SourceUnavailable):
+        await without.get("policy:12345", lambda: db.get_policy(12345))
+    await cache.close()
+
+
+async def test_an_l1_hit_sends_nothing_to_redis_with_every_option_on(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    lock = DistributedLock(redis, namespace)
+    cache = cache_for(
+        redis, namespace, early_refresh=1.0, grace=30, lock=lock, sliding=True, hard_timeout=5
+    )
+    await cache.get("k", Loader("v"), ttl=60)
+    before = await command_counts(redis)
+    for _ in range(50):
+        assert await cache.get("k", Loader("other")) == "v"
+    assert await commands_sent(redis, before) == {}
+    assert cache.stats.l1_hits == 50
+    await cache.close()
+
+
+async def test_options_are_validated(redis: aioredis.Redis, namespace: str) -> None:
+    with pytest.raises(ValueError, match="grace"):
+        cache_for(redis, namespace, grace=-1)
+    with pytest.raises(ValueError, match="hard_timeout"):
+        cache_for(redis, namespace, hard_timeout=0)
+    with pytest.raises(ValueError, match="wait_timeout"):
+        DistributedLock(redis, namespace, wait_timeout=float("nan"))
+    cache = cache_for(redis, namespace)
+    with pytest.raises(ValueError, match="soft_timeout"):
+        await cache.get("k", Loader(), soft_timeout="1")  # type: ignore[arg-type]
