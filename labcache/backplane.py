@@ -19,6 +19,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from labcache.tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 
@@ -61,11 +63,7 @@ class Backplane:
     async def stop(self) -> None:
         """Cancel the listener and wait for it: no task outlives the cache."""
         task, self._task = self._task, None
-        # Cancel until it ends: a cancel that lands as redis-py's read timeout fires can be
-        # swallowed (seen on Python 3.11), and the listener would then run forever.
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.1)
+        await cancel_and_wait([task])
         if task is not None and not task.cancelled() and task.exception() is not None:
             logger.warning(
                 "the backplane listener on %s had failed: %r", self.channel, task.exception()

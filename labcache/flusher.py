@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 
 from labcache.aside import REDIS_FAILURES, validate_ttl
 from labcache.data import InsuranceDB
+from labcache.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -235,9 +236,7 @@ class Flusher:
             stop.cancel()
         if job.done():
             return job.result()
-        job.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await job
+        await cancel_and_wait([job])
         return None
 
     async def _gather(self) -> list[Entry]:

@@ -15,7 +15,6 @@ What the lab's invalidator got wrong, and this module does not:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import re
@@ -27,6 +26,7 @@ import redis.asyncio as aioredis
 
 from labcache.aside import REDIS_FAILURES, validate_ttl
 from labcache.keys import glob_escape, glob_to_regex, validate_key
+from labcache.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -389,10 +389,7 @@ class QuoteCleanup:
     async def stop(self) -> None:
         """Cancel the task and wait for it to finish."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
 
     async def wait_runs(self, n: int, timeout: float = 5.0) -> None:
         """Wait until `n` passes have completed (for tests and demos, instead of sleeping)."""

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 import redis.asyncio as aioredis
 
 from labcache.aside import REDIS_FAILURES, ttl_ms, validate_ttl
+from labcache.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,11 +104,7 @@ class SingleFlight:
 
     async def cancel(self) -> None:
         """Cancel every run in flight and wait for them to end (on close: mistake 10)."""
-        runs = list(self._runs.values())
-        for run in runs:
-            run.cancel()
-        if runs:
-            await asyncio.wait(runs)
+        await cancel_and_wait(list(self._runs.values()))
 
     def _forget(self, key: str, done: asyncio.Future[Any]) -> None:
         if self._runs.get(key) is done:
@@ -289,10 +286,7 @@ class DistributedLock:
     async def close(self) -> None:
         """Stop listening for release messages (it restarts by itself on the next wait)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
 
     async def _ensure_listening(self) -> None:
         if self._task is None or self._task.done():

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from labcache.tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "__redis__:invalidate"
@@ -67,10 +69,7 @@ class KeyTracking:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
 
     async def wait_received(self, count: int, timeout: float = 5.0) -> None:
         """Wait until `count` invalidation messages have been applied (for tests and demos)."""

@@ -24,6 +24,7 @@ from labcache.data import InsuranceDB
 from labcache.display import COLORS, style
 from labcache.monitor import CacheMonitor
 from labcache.multilevel import MultiLevelCache
+from labcache.tasks import cancel_and_wait
 from labcache.workload import Workload
 
 logger = logging.getLogger(__name__)
@@ -207,9 +208,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
     async def stop(self) -> None:
         """Stop the workload and the refresh task; the controls stay usable (start again)."""
         await self.workload.stop()
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.wait([self._refresher])
+        await cancel_and_wait([self._refresher])
         self.refresh()
 
     async def wait(self) -> None:

@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -32,6 +32,7 @@ from labcache.data import InsuranceDB
 from labcache.events import LOAD, CacheEvent, EventHub
 from labcache.keys import request_key
 from labcache.monitor import REQUEST_KINDS, served_level
+from labcache.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -73,18 +74,6 @@ def _positive(value: float, name: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, not {value!r}")
     return float(value)
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any] | None]) -> None:
-    """Cancel tasks and wait until they have ended, cancelling again any that ignored it.
-
-    Again, because on Python 3.11 `asyncio.wait_for` (which redis-py wraps around each command
-    it sends when a socket timeout is set) drops a cancel that arrives as the command completes.
-    """
-    while pending := {t for t in tasks if t is not None and not t.done()}:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.05)
 
 
 class RequestStream:

@@ -225,5 +225,7 @@ async def test_redis_going_down_mid_run_falls_back_to_the_source(
     assert len(frame) == 60 and frame["error"].eq("").all()  # every request was answered
     after = frame.iloc[killed_at:]
     assert after["level"].isin(["l1", "source"]).all()  # L1 copies, or the source directly
-    assert monitor.counts["fallback"] > 0 and monitor.errors >= monitor.counts["fallback"]
+    # Fallbacks once Redis is gone; errors for the calls that failed (an open circuit breaker
+    # then skips Redis without another error, so there can be fewer errors than fallbacks).
+    assert monitor.counts["fallback"] > 0 and monitor.errors > 0
     await client.aclose()
