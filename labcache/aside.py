@@ -5,6 +5,10 @@ What the lab's version got wrong, and this one does not:
 - if Redis fails, the loader runs once and its value is returned (the lab's error path
   called the data source a second time: mistake 7);
 - pattern invalidation walks the keyspace with SCAN and UNLINKs in batches (never KEYS: mistake 2).
+
+Every Redis call is bounded by `op_timeout` and goes through a circuit breaker (labcache.breaker):
+after a run of failures the cache stops asking Redis and serves from the loader until a probe
+succeeds. A value larger than `max_value_bytes` is served but not cached.
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from labcache.breaker import (
+    DEFAULT_OP_TIMEOUT,
+    CircuitBreaker,
+    CircuitOpen,
+    coerce,
+    guarded,
+)
+from labcache.cluster import is_cluster, scan_pages
 from labcache.events import (
     ERROR,
     FALLBACK,
@@ -28,6 +40,7 @@ from labcache.events import (
     L2,
     LOAD,
     MISS,
+    REJECTED,
     SET,
     SOURCE,
     CacheEvent,
@@ -40,8 +53,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Loader = Callable[[], Awaitable[T]]
-# What a broken or unreachable Redis raises through redis.asyncio.
-REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# What a broken or unreachable Redis raises through redis.asyncio (RedisClusterException is
+# not a RedisError: no reachable node, a slot with no primary).
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def validate_ttl(ttl: object, name: str = "ttl") -> float:
@@ -53,6 +67,25 @@ def validate_ttl(ttl: object, name: str = "ttl") -> float:
     return float(ttl)
 
 
+class ValueTooLarge(ValueError):
+    """A value whose serialised form is over the cache's `max_value_bytes`: not cached."""
+
+
+def validate_max_bytes(limit: object) -> int | None:
+    """`max_value_bytes`: None (no limit) or a whole number of bytes >= 1."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"max_value_bytes must be None or a whole number >= 1, not {limit!r}")
+    return limit
+
+
+def too_large(key: str, size: int, limit: int) -> ValueTooLarge:
+    return ValueTooLarge(
+        f"value for {key!r} is {size} bytes serialised, over max_value_bytes={limit}: not cached"
+    )
+
+
 def ttl_ms(ttl: float) -> int:
     """Seconds to Redis PX milliseconds, never rounding a positive TTL down to 0."""
     return max(1, round(ttl * 1000))
@@ -62,16 +95,13 @@ async def unlink_matching(redis: aioredis.Redis, pattern: str, *, count: int = 1
     """UNLINK every key matching a glob, one SCAN page at a time; return how many were removed.
 
     SCAN returns a page of at most ~`count` keys per round trip, and each page is unlinked at
-    once, so the server never blocks on the whole keyspace the way KEYS does.
+    once, so the server never blocks on the whole keyspace the way KEYS does. On a Redis Cluster
+    every primary is walked in turn, and redis-py splits each page's UNLINK per hash slot.
     """
     removed = 0
-    cursor: int = 0
-    while True:
-        cursor, page = await redis.scan(cursor=cursor, match=pattern, count=count)
-        if page:
-            removed += int(await redis.unlink(*page))
-        if cursor == 0:
-            return removed
+    async for page in scan_pages(redis, pattern, count=count):
+        removed += int(await redis.unlink(*page))
+    return removed
 
 
 @dataclass
@@ -106,7 +136,17 @@ class CacheAside:
         serializer: Serializer | None = None,
         negative_ttl: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        op_timeout: float | None = DEFAULT_OP_TIMEOUT,
+        breaker: CircuitBreaker | bool = True,
+        max_value_bytes: int | None = None,
     ) -> None:
+        """Failure options (module `labcache.breaker`).
+
+        `op_timeout`: seconds any one Redis call may take (None: the client's own timeout);
+        `breaker`: True for a CircuitBreaker of the default settings, False for none, or one
+        to share between caches on the same Redis; `max_value_bytes`: the largest value
+        (serialised) that is cached; larger ones are served, not cached.
+        """
         self.redis = redis
         self.namespace = namespace
         self.default_ttl = validate_ttl(default_ttl, "default_ttl")
@@ -115,6 +155,11 @@ class CacheAside:
         self.clock = clock
         self.stats = AsideStats()
         self.events = EventHub()
+        self.op_timeout = None if op_timeout is None else validate_ttl(op_timeout, "op_timeout")
+        self.max_value_bytes = validate_max_bytes(max_value_bytes)
+        self.breaker = coerce(breaker, cluster=is_cluster(redis))
+        if self.breaker is not None:
+            self.breaker.subscribe(lambda kind, why: self._emit(kind, "*", L2, None, detail=why))
 
     def key(self, key: str) -> str:
         """The Redis key for a cache key: the namespace prefix plus the key."""
@@ -126,7 +171,7 @@ class CacheAside:
         ttl = self.default_ttl if ttl is None else validate_ttl(ttl)
         start = self.clock()
         try:
-            data = await self.redis.get(full)
+            data = await guarded(self.breaker, self.redis.get(full), self.op_timeout)
         except REDIS_FAILURES as exc:
             return await self._load_without_redis(key, loader, exc, start)
         if data is not None:
@@ -144,6 +189,8 @@ class CacheAside:
                 await self._store(full, value, ttl if value is not None else self.negative_ttl)
             except REDIS_FAILURES as exc:
                 self._error(key, exc)
+            except ValueTooLarge:
+                pass  # served, not cached (REJECTED was emitted)
         self.stats.misses += 1
         self._emit(MISS, key, SOURCE, start)
         return value
@@ -157,7 +204,8 @@ class CacheAside:
         """Remove keys from the cache; return how many existed."""
         if not keys:
             return 0
-        removed = int(await self.redis.unlink(*(self.key(k) for k in keys)))
+        unlink = self.redis.unlink(*(self.key(k) for k in keys))
+        removed = int(await guarded(self.breaker, unlink, self.op_timeout))
         self.stats.invalidations += removed
         self._emit(INVALIDATE, ",".join(keys), L2, None, detail=str(removed))
         return removed
@@ -165,7 +213,8 @@ class CacheAside:
     async def invalidate_pattern(self, pattern: str, *, count: int = 1000) -> int:
         """Remove every key matching a Redis glob (within the namespace); SCAN, never KEYS."""
         full_pattern = glob_escape(self.namespace) + pattern  # a `[` in a namespace is literal
-        removed = await unlink_matching(self.redis, full_pattern, count=count)
+        walk = unlink_matching(self.redis, full_pattern, count=count)
+        removed = await guarded(self.breaker, walk, None)  # many calls: socket_timeout each
         self.stats.invalidations += removed
         self._emit(INVALIDATE, pattern, L2, None, detail=str(removed))
         return removed
@@ -173,7 +222,12 @@ class CacheAside:
     async def _store(self, full: str, value: Any, ttl: float | None) -> None:
         data = dumps_for(self.serializer, full, value)
         assert ttl is not None
-        await self.redis.set(full, data, px=ttl_ms(ttl))
+        if self.max_value_bytes is not None and len(data) > self.max_value_bytes:
+            exc = too_large(full[len(self.namespace) :], len(data), self.max_value_bytes)
+            logger.warning("%s", exc)
+            self._emit(REJECTED, full[len(self.namespace) :], L2, None, detail=str(exc))
+            raise exc
+        await guarded(self.breaker, self.redis.set(full, data, px=ttl_ms(ttl)), self.op_timeout)
         self.stats.sets += 1
         self._emit(SET, full[len(self.namespace) :], L2, None)
 
@@ -192,7 +246,7 @@ class CacheAside:
         self._error(key, exc)
         value = await self._load(key, loader)
         self.stats.misses += 1
-        self._emit(FALLBACK, key, SOURCE, start, detail=type(exc).__name__)
+        self._emit(FALLBACK, key, SOURCE, start, detail=f"{type(exc).__name__}: {exc}")
         return value
 
     async def _drop_corrupt(self, full: str, exc: CorruptEntry) -> None:
@@ -200,10 +254,12 @@ class CacheAside:
         self.stats.errors += 1
         self._emit(ERROR, full, L2, None, detail=str(exc))
         with contextlib.suppress(*REDIS_FAILURES):
-            await self.redis.unlink(full)
+            await guarded(self.breaker, self.redis.unlink(full), self.op_timeout)
 
     def _error(self, key: str, exc: BaseException) -> None:
-        logger.warning("Redis failed for %r: %s", key, exc)
+        # Skipped by the open breaker: logged quietly (the breaker logged the outage once).
+        log = logger.debug if isinstance(exc, CircuitOpen) else logger.warning
+        log("Redis failed for %r: %s", key, exc)
         self.stats.errors += 1
         self._emit(ERROR, key, L2, None, detail=f"{type(exc).__name__}: {exc}")
 

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import Any, cast
+from urllib.parse import SplitResult, quote, urlsplit
 
 import redis.asyncio as aioredis
 from dotenv import find_dotenv, load_dotenv
 
+from labcache.cluster import cluster_client, cluster_requested, split_cluster_url
 from labcache.embedded import RedisBinaryNotFound, RedisServer
 
 logger = logging.getLogger(__name__)
 
 _SCHEMES = ("redis", "rediss", "unix")
 _embedded: RedisServer | None = None
+# Seconds a client from connect() waits for any reply: longer than the blocking reads labcache
+# makes (write-behind XREADGROUP BLOCK, pub/sub polls of 1 s), far shorter than "forever".
+SOCKET_TIMEOUT = 2.0
 
 
 class RedisUnavailable(ConnectionError):
@@ -95,24 +100,40 @@ def redis_url_from_env(env: dict[str, str]) -> str | None:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced by `***`, safe to print or log."""
+    """The URL with its password (in the user part or a `password=` query) replaced by `***`."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return parts._replace(netloc=netloc).geturl()
+    # Rebuilt by hand: urlunsplit would turn `unix:///path` into `unix:/path`.
+    tail = (f"?{query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    return f"{parts.scheme}://{netloc}{parts.path}{tail}"
+
+
+def _split_or_none(url: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return None
+    return parts
 
 
 def validate_url(url: str) -> str:
     """Raise a ValueError that names the problem (never the password) for a malformed URL."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError as exc:
-        raise ValueError(f"malformed Redis URL {redact_loose(url)}: {exc}") from None
+    parts = _split_or_none(url)
+    if parts is None:
+        # Raised outside the except block: urlsplit's own error can quote part of a password,
+        # and even a suppressed __context__ keeps it reachable (debuggers, error trackers).
+        raise ValueError(
+            f"malformed Redis URL {redact_loose(url)}: the port must be a number from 0 to 65535 "
+            "(percent-encode / # ? @ : in a password, e.g. with urllib.parse.quote)"
+        )
     if parts.scheme not in _SCHEMES:
         raise ValueError(
             f"Redis URL {redact_loose(url)} must start with redis://, rediss:// or unix://"
@@ -158,12 +179,22 @@ async def connect(
     announce: bool = True,
     **client_options: Any,
 ) -> aioredis.Redis:
-    """Return a connected `redis.asyncio.Redis`, choosing the server as the module doc says."""
+    """Return a connected `redis.asyncio.Redis`, choosing the server as the module doc says.
+
+    A cluster URL (`redis+cluster://host:port`, `...?cluster=true`, or any URL with
+    LABCACHE_CLUSTER=1) gives a `redis.asyncio.RedisCluster` instead (see labcache.cluster).
+    """
     tried: list[str] = []
     source = "argument"
     if url is None:
         url = (settings or Settings.from_env()).redis_url
         source = "REDIS_URL / .env"
+    if url is None and cluster_requested(os.environ):
+        raise RedisUnavailable(
+            "LABCACHE_CLUSTER=1 needs REDIS_URL (or a url argument) naming a node of your "
+            "cluster, e.g. redis+cluster://host:7000; labcache does not start a cluster itself "
+            "(labcache.cluster.LocalCluster does, for tests and notebook 08)"
+        )
     if url is None and os.environ.get("LABCACHE_EMBEDDED") != "1":
         if _local_redis_answers():
             url, source = "redis://127.0.0.1:6379/0", "localhost:6379"
@@ -172,21 +203,32 @@ async def connect(
     if url is None:
         try:
             server = embedded_server()
-        except (RedisBinaryNotFound, RuntimeError, TimeoutError) as exc:
+        except (RedisBinaryNotFound, RuntimeError, TimeoutError, OSError) as exc:
             tried.append(f"an embedded redis-server ({exc})")
             raise RedisUnavailable(_help(tried)) from None
         url, source = server.url, f"embedded redis-server {'.'.join(map(str, server.version))}"
+    given = url
+    url, on_cluster = split_cluster_url(url, os.environ)
     validate_url(url)
-    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "health_check_interval": 30}
+    # Every call gives up after SOCKET_TIMEOUT unless told otherwise (redis-py's own default
+    # is 5 s); the caches bound their calls more tightly still (their `op_timeout`).
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "health_check_interval": 30,
+    }
     options.update(client_options)
-    client = aioredis.from_url(url, **options)
+    if on_cluster:  # same command API; typed as Redis so that callers need no union
+        client = cast(aioredis.Redis, cluster_client(url, **options))
+    else:
+        client = aioredis.from_url(url, **options)
     try:
         await client.ping()
     except Exception as exc:
         await client.aclose()
-        tried.append(f"{redact(url)} from {source} ({type(exc).__name__}: {exc})")
+        tried.append(f"{redact(given)} from {source} ({type(exc).__name__}: {exc})")
         raise RedisUnavailable(_help(tried)) from None
-    message = f"labcache: using Redis at {redact(url)} ({source})"
+    message = f"labcache: using Redis at {redact(given)} ({source})"
     logger.info(message)
     if announce:
         print(message)

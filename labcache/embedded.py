@@ -141,18 +141,18 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server (idempotent) and remove its socket folder if labcache made it."""
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self.directory is None:
+            return
         with contextlib.suppress(OSError):
             self.socket_path.unlink()
-        if self._made_directory and self.directory is not None:
+        if self._made_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
         atexit.unregister(self.stop)
 

@@ -281,7 +281,8 @@ class Flusher:
         return claimed
 
     async def _read(self, count: int, block: float | None, *, own: bool = False) -> list[Entry]:
-        block_ms = None if block is None else max(1, round(block * 1000))
+        # Block at most 1 s: longer than the client's socket_timeout, the read itself would fail.
+        block_ms = None if block is None else max(1, round(min(block, 1.0) * 1000))
         reply: Any = await self.redis.xreadgroup(
             self.group,
             self.consumer,

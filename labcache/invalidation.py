@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import redis.asyncio as aioredis
 
 from labcache.aside import REDIS_FAILURES, validate_ttl
+from labcache.cluster import scan_pages
 from labcache.keys import glob_escape, glob_to_regex, validate_key
 from labcache.tasks import cancel_and_wait
 
@@ -355,11 +356,7 @@ class QuoteCleanup:
         """One pass: SCAN a page, PTTL its keys in one pipeline, drop the expiring; return them."""
         ns, redis = self.cache.namespace, self.cache.redis
         removed: list[str] = []
-        cursor = 0
-        while True:
-            cursor, page = await redis.scan(
-                cursor=cursor, match=glob_escape(ns) + self.pattern, count=self.count
-            )
+        async for page in scan_pages(redis, glob_escape(ns) + self.pattern, count=self.count):
             names = (k if isinstance(k, str) else k.decode() for k in page)
             keys = [k for k in names if not k.startswith(f"{ns}__")]  # skip tag sets
             if keys:
@@ -373,8 +370,6 @@ class QuoteCleanup:
                     # A key rewritten since its PTTL is dropped too: one extra miss, never wrong.
                     await self.cache.invalidate(*expiring)
                     removed.extend(expiring)
-            if cursor == 0:
-                break
         self.removed += len(removed)
         if removed:
             logger.info("quote cleanup removed %d expiring keys", len(removed))

@@ -30,7 +30,9 @@ def validate_key(key: object) -> str:
 
 def canonical_json(request: Mapping[str, Any]) -> str:
     """The same mapping in any field order gives the same text (nested mappings too)."""
-    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def request_key(kind: str, request: Mapping[str, Any]) -> str:

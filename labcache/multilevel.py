@@ -5,6 +5,8 @@
 - An L1 copy taken from Redis expires no later than the Redis entry (mistake 6).
 - Invalidations reach every instance's L1 through the backplane (mistake 5).
 - An L1 hit sends nothing to Redis.
+- Redis down or slow: every call is bounded by `op_timeout`, a circuit breaker stops calling a
+  Redis that keeps failing, and reads fall back to the loader (L1 keeps serving).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar, cast
 
@@ -23,8 +25,24 @@ import redis.asyncio as aioredis
 from cachetools import TLRUCache
 
 from labcache import entry
-from labcache.aside import REDIS_FAILURES, Loader, ttl_ms, unlink_matching, validate_ttl
+from labcache.aside import (
+    REDIS_FAILURES,
+    Loader,
+    ValueTooLarge,
+    too_large,
+    ttl_ms,
+    unlink_matching,
+    validate_max_bytes,
+    validate_ttl,
+)
 from labcache.backplane import Backplane
+from labcache.breaker import (
+    DEFAULT_OP_TIMEOUT,
+    CircuitBreaker,
+    CircuitOpen,
+    coerce,
+    guarded,
+)
 from labcache.cluster import (
     TRACKING_UNSUPPORTED,
     ClusterBackplane,
@@ -45,6 +63,7 @@ from labcache.events import (
     LOAD,
     LOCK_WAIT,
     MISS,
+    REJECTED,
     SET,
     SOURCE,
     STALE,
@@ -188,6 +207,9 @@ class MultiLevelCache:
         jitter: Jitter | None = None,
         sliding: bool = False,
         rng: random.Random | None = None,
+        op_timeout: float | None = DEFAULT_OP_TIMEOUT,
+        breaker: CircuitBreaker | bool = True,
+        max_value_bytes: int | None = None,
     ) -> None:
         """Stampede and TTL options (module `labcache.stampede`, `labcache.ttl`):
 
@@ -197,6 +219,11 @@ class MultiLevelCache:
         long a read with nothing stale waits for a load (then asyncio.TimeoutError); `lock` a
         DistributedLock so one process of many loads a miss; `jitter` spreads TTLs; `sliding`
         renews the TTL on each read that reaches Redis; `rng` seeds XFetch's draws.
+
+        Failure options (module `labcache.breaker`): `op_timeout` seconds any one Redis call
+        may take (None: the client's own timeout); `breaker` True for a default CircuitBreaker,
+        False for none, or one to share between caches on the same Redis; `max_value_bytes`
+        the largest value (serialised) that is cached; larger ones are served, not cached.
         """
         self.redis = redis
         self.on_cluster = is_cluster(redis)  # tags and the backplane differ on a Redis Cluster
@@ -212,6 +239,11 @@ class MultiLevelCache:
         self.stats = LevelStats()
         self.events = EventHub()
         self.l1: TLRUCache[str, tuple[Any, float, int]] = self._new_l1(l1_maxsize, l1_maxbytes)
+        self.op_timeout = None if op_timeout is None else validate_ttl(op_timeout, "op_timeout")
+        self.max_value_bytes = validate_max_bytes(max_value_bytes)
+        self.breaker = coerce(breaker, cluster=self.on_cluster)
+        if self.breaker is not None:
+            self.breaker.subscribe(lambda kind, why: self._emit(kind, "*", L2, None, detail=why))
         self._flight = SingleFlight() if single_flight else None
         self.refreshes = SingleFlight()  # background refreshes: one per key, cancelled on close
         self.stampede_stats = StampedeStats()
@@ -311,6 +343,8 @@ class MultiLevelCache:
             except KeyError:
                 pass
             else:
+                if ttl is not None or memory_ttl is not None:  # bad TTLs fail on every path
+                    self._ttls(ttl, memory_ttl)
                 self.stats.l1_hits += 1
                 if self.events:
                     self._emit(HIT, key, L1, start)
@@ -326,9 +360,11 @@ class MultiLevelCache:
         try:
             if opts.sliding:
                 slider = self._slider or self._new_slider()
-                data = await slider.get(full, now=self.clock(), ttl=ttl, grace=opts.grace)
+                slide = slider.get(full, now=self.clock(), ttl=ttl, grace=opts.grace)
+                data = await guarded(self.breaker, slide, self.op_timeout)
             else:
-                data = cast("bytes | None", await self.redis.get(full))
+                get = self.redis.get(full)
+                data = cast("bytes | None", await guarded(self.breaker, get, self.op_timeout))
         except REDIS_FAILURES as exc:
             return await self._fallback(key, full, loader, exc, start, min(ttl, memory_ttl))
         read = _Read(key, full, loader, ttl, memory_ttl, tags, opts, start)
@@ -383,7 +419,7 @@ class MultiLevelCache:
         if not fulls:
             return 0
         self._evict_keys(fulls)
-        removed = int(await self.redis.unlink(*fulls))
+        removed = int(await guarded(self.breaker, self.redis.unlink(*fulls), self.op_timeout))
         await self._publish("keys", fulls)
         self._count_invalidation(",".join(keys), removed)
         return removed
@@ -392,7 +428,8 @@ class MultiLevelCache:
         """Drop every key matching a Redis glob (within the namespace) in Redis and every L1."""
         full_pattern = glob_escape(self.namespace) + pattern  # a `[` in a namespace is literal
         self._evict_pattern(full_pattern)
-        removed = await unlink_matching(self.redis, full_pattern, count=count)
+        walk = unlink_matching(self.redis, full_pattern, count=count)
+        removed = await guarded(self.breaker, walk, None)  # many calls: socket_timeout each
         await self._publish("pattern", full_pattern)
         self._count_invalidation(pattern, removed)
         return removed
@@ -400,9 +437,10 @@ class MultiLevelCache:
     async def invalidate_tag(self, tag: str) -> list[str]:
         """Drop exactly the keys set with `tags=[tag]`, everywhere; return them."""
         if self.on_cluster:  # members live in other slots than the tag set: no single script
-            taken = await cluster_invalidate_tag(self.redis, self.tag_key(tag))
+            drop = cluster_invalidate_tag(self.redis, self.tag_key(tag))
         else:
-            taken = await self.redis.register_script(_INVALIDATE_TAG)(keys=[self.tag_key(tag)])
+            drop = self.redis.register_script(_INVALIDATE_TAG)(keys=[self.tag_key(tag)])
+        taken = await guarded(self.breaker, drop, self.op_timeout)
         members = [m.decode() for m in taken]
         self._evict_keys(members)
         if members:
@@ -473,7 +511,7 @@ class MultiLevelCache:
 
     async def _drop(self, full: str) -> None:
         try:
-            await self.redis.unlink(full)
+            await guarded(self.breaker, self.redis.unlink(full), self.op_timeout)
         except REDIS_FAILURES as exc:
             self._redis_error(full, exc)
 
@@ -512,6 +550,8 @@ class MultiLevelCache:
         except REDIS_FAILURES as exc:  # the value is good; only caching it failed (mistake 7)
             self._redis_error(key, exc)
             size, expires_at = 0, self.clock() + store_ttl
+        except ValueTooLarge:  # served, not cached at any level (REJECTED was emitted)
+            return value
         bound = self._l1_bound(opts, memory_ttl, self.clock(), expires_at, ttl)
         self._fill_l1(full, value, bound, size)
         return value
@@ -530,17 +570,25 @@ class MultiLevelCache:
         Returns its size and its expiry as stored (whole ms), which bounds the L1 copy.
         """
         payload = dumps_for(self.serializer, full, value)
+        if self.max_value_bytes is not None and len(payload) > self.max_value_bytes:
+            key = full[len(self.namespace) :]
+            exc = too_large(key, len(payload), self.max_value_bytes)
+            logger.warning("%s", exc)
+            self._emit(REJECTED, key, L2, None, detail=str(exc))
+            raise exc
         expires_at = round((self.clock() + ttl) * 1000) / 1000
         data = entry.encode(payload, expires_at, load_time)
         px = ttl_ms(ttl + (self.grace if grace is None else grace))
         tag_keys = [self.tag_key(t) for t in tags]
+        write: Awaitable[Any]
         if tag_keys and self.on_cluster:  # two steps, not atomic: see labcache.cluster
-            await set_with_tags(self.redis, full, data, px, tag_keys)
+            write = set_with_tags(self.redis, full, data, px, tag_keys)
         elif tag_keys:
             script = self.redis.register_script(_SET_WITH_TAGS)
-            await script(keys=[full, *tag_keys], args=[data, px])
+            write = script(keys=[full, *tag_keys], args=[data, px])
         else:
-            await self.redis.set(full, data, px=px)
+            write = self.redis.set(full, data, px=px)
+        await guarded(self.breaker, write, self.op_timeout)
         self.stats.sets += 1
         self._emit(SET, full, L2, None)
         return len(data), expires_at
@@ -690,7 +738,8 @@ class MultiLevelCache:
         """What another process stored while we waited, or MISSING (none, expired, or older)."""
         full = read.full
         try:
-            data = cast("bytes | None", await self.redis.get(full))
+            get = self.redis.get(full)
+            data = cast("bytes | None", await guarded(self.breaker, get, self.op_timeout))
         except REDIS_FAILURES as exc:
             self._redis_error(full, exc)
             return MISSING
@@ -723,16 +772,29 @@ class MultiLevelCache:
         start: float,
         l1_ttl: float,
     ) -> T:
-        """Redis failed: ask the source once, keep the value briefly in L1, skip Redis."""
+        """Redis failed: ask the source once, keep the value briefly in L1, skip Redis.
+
+        Concurrent fallbacks for one key share that load too: an outage is no time for a stampede.
+        """
         self._redis_error(key, exc)  # raises in strict mode
-        load_start = time.perf_counter()
-        self.stats.loads += 1
-        value = await loader()
-        self.stats.load_time += time.perf_counter() - load_start
+
+        async def load() -> T:
+            load_start = time.perf_counter()
+            self.stats.loads += 1
+            try:
+                return await loader()
+            finally:
+                self.stats.load_time += time.perf_counter() - load_start
+
+        if self._flight is None:
+            value = await load()
+        else:
+            value, shared = await self._flight.run("fallback:" + full, load)
+            self.stats.coalesced += shared
         if value is not None:
             self._fill_l1(full, value, l1_ttl, 0)
         self.stats.misses += 1
-        self._emit(FALLBACK, key, SOURCE, start, detail=type(exc).__name__)
+        self._emit(FALLBACK, key, SOURCE, start, detail=f"{type(exc).__name__}: {exc}")
         return value
 
     async def announce(self, full_keys: list[str]) -> None:
@@ -742,8 +804,8 @@ class MultiLevelCache:
     async def _publish(self, op: str, arg: list[str] | str) -> None:
         if self.backplane is None:
             return
-        try:
-            await self.backplane.publish(op, arg)
+        try:  # no breaker: a notice that was not sent must leave a sequence gap behind
+            await guarded(None, self.backplane.publish(op, arg), self.op_timeout)
         except REDIS_FAILURES as exc:
             self._redis_error(str(arg), exc)
 
@@ -767,7 +829,10 @@ class MultiLevelCache:
         self._emit(INVALIDATE, what, L2, None, detail=str(removed))
 
     def _redis_error(self, key: str, exc: BaseException) -> None:
-        logger.warning("Redis failed for %r: %s: %s", key, type(exc).__name__, exc)
+        # Skipped by the open breaker: still an error event (Redis was not usable for this
+        # request), but logged quietly: the breaker logged the outage once, when it opened.
+        log = logger.debug if isinstance(exc, CircuitOpen) else logger.warning
+        log("Redis failed for %r: %s: %s", key, type(exc).__name__, exc)
         self.stats.errors += 1
         self._emit(ERROR, key, L2, None, detail=f"{type(exc).__name__}: {exc}")
         if self.strict:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from labcache.aside import REDIS_FAILURES, validate_ttl
+from labcache.cluster import ClusterUnsupported
 from labcache.data import InsuranceDB, Row
 from labcache.events import ERROR, L2, CacheEvent
 from labcache.flusher import Flusher, FlushStats, Lag, main
@@ -245,6 +246,11 @@ class WriteBehind:
         min_idle: float = 30.0,
         ttl: float | None = None,
     ) -> None:
+        if cache.on_cluster:  # QUEUE_WRITE touches the key, the stream and tag sets at once
+            raise ClusterUnsupported(
+                "write-behind is not supported on a Redis Cluster: its script writes the cache "
+                "key, the stream and the version counter in one step, which needs one slot"
+            )
         self.cache = cache
         self.db = db
         self.ttl = None if ttl is None else validate_ttl(ttl)

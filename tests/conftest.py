@@ -14,6 +14,26 @@ from labcache.embedded import RedisServer, free_port
 _ids = itertools.count()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "admin: needs admin rights on the suite's Redis (ACL SETUSER, FLUSHDB, CLIENT KILL); "
+        "skipped when LABCACHE_TEST_REDIS_URL names a server of someone else's",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an external server (e.g. as a restricted ACL user), skip what needs its admin."""
+    from conftest import SERVER
+
+    if SERVER is not None:
+        return
+    skip = pytest.mark.skip(reason="needs admin rights on the suite's own redis-server")
+    for item in items:
+        if "admin" in item.keywords or "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return os.environ["LABCACHE_TEST_REDIS_URL"]

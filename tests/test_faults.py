@@ -1,0 +1,442 @@
+"""Issue 10: Redis killed, slow or cut off mid-run, against real servers (and a real database).
+
+The circuit breaker is tested on its own with a hand-moved clock; the caches are tested against
+a redis-server of the test's own that is SIGKILLed and restarted, or reached through
+tests/tcp_proxy.py, which can delay its replies or cut its connections.
+Run with `-s` to see the outage figures the kill test prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from labcache.aside import CacheAside
+from labcache.breaker import (
+    BREAKER_CLOSED,
+    BREAKER_HALF_OPEN,
+    BREAKER_OPEN,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    CircuitBreaker,
+    CircuitOpen,
+    OperationTimeout,
+)
+from labcache.data import InsuranceDB, Latency
+from labcache.embedded import RedisServer
+from labcache.events import ERROR, EVICT, FALLBACK, HIT, L1, L2, MISS, CacheEvent
+from labcache.multilevel import MultiLevelCache
+from tests.helpers import Loader
+from tests.tcp_proxy import TcpProxy
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[InsuranceDB]:
+    database = InsuranceDB(latency=Latency.zero())
+    yield database
+    database.close()
+
+
+# -- the breaker on its own --------------------------------------------------------------------
+
+
+async def _fail() -> None:
+    raise RedisConnectionError("refused")
+
+
+async def _ok() -> str:
+    return "ok"
+
+
+def _transitions(breaker: CircuitBreaker) -> list[str]:
+    seen: list[str] = []
+    breaker.subscribe(lambda kind, _reason: seen.append(kind))
+    return seen
+
+
+async def test_breaker_opens_after_n_failures_in_a_row_only() -> None:
+    breaker = CircuitBreaker(failure_threshold=3, clock=Clock())
+    for _ in range(2):
+        with pytest.raises(RedisConnectionError):
+            await breaker.call(_fail())
+    assert await breaker.call(_ok()) == "ok"  # a success resets the run
+    for _ in range(2):
+        with pytest.raises(RedisConnectionError):
+            await breaker.call(_fail())
+    assert breaker.state == CLOSED
+    with pytest.raises(RedisConnectionError):
+        await breaker.call(_fail())
+    assert breaker.state == OPEN
+    assert (breaker.stats.failures, breaker.stats.successes, breaker.stats.opened) == (5, 1, 1)
+
+
+async def test_open_breaker_rejects_without_running_the_call() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=2.0, clock=clock)
+    with pytest.raises(RedisConnectionError):
+        await breaker.call(_fail())
+    ran = []
+
+    async def call() -> None:
+        ran.append(1)
+
+    clock.now += 1.5
+    with pytest.raises(CircuitOpen, match=r"1 failures in a row .*refused.*next probe in 0.50s"):
+        await breaker.call(call())  # the coroutine is closed, never run (and never warned about)
+    assert ran == [] and breaker.stats.rejected == 1
+    assert breaker.retry_in == pytest.approx(0.5)
+
+
+async def test_half_open_lets_one_probe_through_and_closes_on_success() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=1.0, clock=clock)
+    seen = _transitions(breaker)
+    with pytest.raises(RedisConnectionError):
+        await breaker.call(_fail())
+    clock.now += 1.0
+    release = asyncio.Event()
+
+    async def slow_probe() -> str:
+        await release.wait()
+        return "back"
+
+    probe = asyncio.create_task(breaker.call(slow_probe()))
+    await asyncio.sleep(0)  # the probe is in flight
+    assert breaker.state == HALF_OPEN
+    with pytest.raises(CircuitOpen, match="a probe is in flight"):
+        await breaker.call(_ok())  # only one probe at a time
+    release.set()
+    assert await probe == "back"
+    assert breaker.state == CLOSED
+    assert seen == [BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_CLOSED]
+
+
+async def test_failed_probe_reopens_for_another_full_back_off() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=1.0, clock=clock)
+    seen = _transitions(breaker)
+    for _ in range(2):
+        with pytest.raises(RedisConnectionError):
+            await breaker.call(_fail())
+    clock.now += 1.0
+    with pytest.raises(RedisConnectionError):
+        await breaker.call(_fail())  # the probe
+    assert breaker.state == OPEN and breaker.opened_at == clock.now
+    clock.now += 0.99
+    with pytest.raises(CircuitOpen):
+        await breaker.call(_ok())
+    assert seen == [BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_OPEN]
+
+
+async def test_error_replies_prove_the_server_is_up() -> None:
+    """WRONGTYPE or NOPERM is an answer: it must not open the breaker."""
+    breaker = CircuitBreaker(failure_threshold=1, clock=Clock())
+
+    async def wrongtype() -> None:
+        raise ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+    for _ in range(3):
+        with pytest.raises(ResponseError):
+            await breaker.call(wrongtype())
+    assert breaker.state == CLOSED and breaker.stats.successes == 3
+
+
+async def test_cancelled_probe_frees_the_slot() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=1.0, clock=clock)
+    with pytest.raises(RedisConnectionError):
+        await breaker.call(_fail())
+    clock.now += 1.0
+    probe = asyncio.create_task(breaker.call(asyncio.Event().wait()))
+    await asyncio.sleep(0)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert await breaker.call(_ok()) == "ok"  # the next call probes, and closes it
+    assert breaker.state == CLOSED
+
+
+async def test_timeout_is_a_failure_named_after_the_option() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, clock=Clock())
+    with pytest.raises(OperationTimeout, match=r"within 0.01s \(op_timeout\)"):
+        await breaker.call(asyncio.Event().wait(), timeout=0.01)
+    assert breaker.state == OPEN and breaker.stats.timeouts == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"failure_threshold": 0}, ValueError),
+        ({"failure_threshold": 2.5}, TypeError),
+        ({"failure_threshold": True}, TypeError),
+        ({"reset_timeout": -1}, ValueError),
+        ({"reset_timeout": float("nan")}, ValueError),
+        ({"reset_timeout": "1"}, TypeError),
+    ],
+)
+def test_breaker_rejects_bad_settings(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        CircuitBreaker(**kwargs)
+
+
+# -- caches against a real server that dies ----------------------------------------------------
+
+
+class Recorder:
+    """Every event a cache emits, with helpers to count them."""
+
+    def __init__(self) -> None:
+        self.events: list[CacheEvent] = []
+        self.closed = asyncio.Event()
+
+    def __call__(self, event: CacheEvent) -> None:
+        self.events.append(event)
+        if event.kind == BREAKER_CLOSED:
+            self.closed.set()
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+    def served(self, since: int = 0) -> Counter[str]:
+        """How requests since event `since` were served: l1/l2 hits, misses, fallbacks."""
+        out: Counter[str] = Counter()
+        for e in self.events[since:]:
+            if e.kind in (HIT, MISS, FALLBACK):
+                out[e.kind if e.kind != HIT else f"hit {e.level}"] += 1
+        return out
+
+
+@pytest.fixture
+async def client(fresh_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.from_url(fresh_server.url, socket_connect_timeout=0.5)
+    yield c
+    await c.aclose()
+
+
+async def test_redis_killed_mid_run_no_caller_sees_an_error(
+    fresh_server: RedisServer, client: aioredis.Redis, db: InsuranceDB, namespace: str
+) -> None:
+    """SIGKILL Redis mid-run and restart it: every request answered, correctly, and it recovers."""
+    ids = db.policy_ids()[:25]
+    expected = {pid: await db.get_policy(pid) for pid in ids}
+    rng = random.Random(10)
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=0.1)
+    rec = Recorder()
+    caller_errors: list[BaseException] = []
+    wrong = 0
+
+    async def request(pid: str, skip_memory: bool) -> None:
+        nonlocal wrong
+        try:
+            value = await cache.get(
+                f"policy:{pid}", lambda: db.get_policy(pid), skip_memory=skip_memory
+            )
+        except Exception as exc:
+            caller_errors.append(exc)
+            return
+        wrong += value != expected[pid]
+
+    async def run(n: int) -> int:
+        for _ in range(n // 10):  # ten concurrent requests at a time, a quarter skipping L1
+            picks = [(rng.choice(ids), rng.random() < 0.25) for _ in range(10)]
+            await asyncio.gather(*(request(pid, skip) for pid, skip in picks))
+        return n
+
+    async with MultiLevelCache(client, namespace=namespace, breaker=breaker) as cache:
+        cache.events.subscribe(rec)
+        await run(100)
+        assert rec.served()[MISS] > 0 and rec.served()["hit l2"] > 0
+        db.reset_calls()
+
+        fresh_server.kill()
+        killed_at, mark = time.perf_counter(), len(rec.events)
+        during = await run(100)
+        outage = rec.served(mark)
+        assert BREAKER_OPEN in rec.kinds()[mark:]
+        assert outage[FALLBACK] > 0 and outage[FALLBACK] + outage["hit l1"] == during
+        # While open, nothing waits on Redis: most fallbacks never tried it.
+        short_circuited = sum(
+            e.kind == FALLBACK and "CircuitOpen" in e.detail for e in rec.events[mark:]
+        )
+        assert short_circuited > 0 and breaker.stats.rejected >= short_circuited
+
+        await asyncio.to_thread(fresh_server.start)  # same port, empty (no persistence)
+        restarted_at, mark = time.perf_counter(), len(rec.events)
+        recovery = 0
+        while not rec.closed.is_set():  # the workload goes on until a probe closes the breaker
+            recovery += await run(10)
+            await asyncio.sleep(0.01)
+            assert time.perf_counter() - restarted_at < 20, "the breaker never closed"
+        closed_at = time.perf_counter()
+        await cache.backplane.start()  # returns once the backplane has re-subscribed
+        resubscribed_at = time.perf_counter()
+        after = len(rec.events)
+        await run(200)
+        resumed = rec.served(after)
+
+    flushes = [e.detail for e in rec.events if e.kind == EVICT and e.level == L1 and e.key == "*"]
+    print(
+        f"\n[outage figures] requests during the outage: {during} "
+        f"({outage[FALLBACK]} from the loader, {outage['hit l1']} from L1; "
+        f"{short_circuited} skipped Redis entirely), during recovery: {recovery}; "
+        f"errors seen by callers: {len(caller_errors)}; wrong values: {wrong}; "
+        f"outage {restarted_at - killed_at:.3f}s, restart -> breaker closed "
+        f"{closed_at - restarted_at:.3f}s, -> backplane re-subscribed "
+        f"{resubscribed_at - restarted_at:.3f}s; after recovery: {dict(resumed)}; "
+        f"breaker {breaker.stats.as_dict()}"
+    )
+    assert caller_errors == []
+    assert wrong == 0
+    kinds = rec.kinds()
+    assert kinds.index(BREAKER_OPEN) < len(kinds) - 1 - kinds[::-1].index(BREAKER_CLOSED)
+    assert resumed["hit l2"] > 0  # Redis serves again
+    # A pooled connection that was open at the crash fails once, when first reused (at most
+    # one per connection: ten requests ran at a time); it never reopens the breaker.
+    assert resumed[FALLBACK] <= 10 and breaker.state == CLOSED
+    assert any(d.startswith("pub/sub connection lost") for d in flushes)
+    assert "pub/sub reconnected" in flushes  # L1 flushed: what it missed meanwhile is unknown
+    assert cache.stats.errors >= 1 and ERROR in kinds
+
+
+async def test_strict_mode_raises_instead_of_falling_back(
+    fresh_server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=1.0, clock=clock)
+    cache = MultiLevelCache(
+        client, namespace=namespace, strict=True, backplane=False, breaker=breaker
+    )
+    loader = Loader("v")
+    assert await cache.get("k", loader) == "v"
+    fresh_server.kill()
+    for _ in range(2):
+        with pytest.raises(RedisConnectionError):
+            await cache.get("k", loader, skip_memory=True)
+    with pytest.raises(CircuitOpen):
+        await cache.get("k", loader, skip_memory=True)
+    assert loader.calls == 1  # only the first, healthy load
+    assert await cache.get("k", loader) == "v"  # L1 still answers
+
+
+async def test_cache_aside_falls_back_then_recovers(
+    fresh_server: RedisServer, client: aioredis.Redis, db: InsuranceDB, namespace: str
+) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=1.0, clock=clock)
+    cache = CacheAside(client, namespace=namespace, breaker=breaker)
+    rec = Recorder()
+    cache.events.subscribe(rec)
+    pid = db.policy_ids()[0]
+    row = await db.get_policy(pid)
+    await cache.get(f"policy:{pid}", lambda: db.get_policy(pid))
+    fresh_server.kill()
+    for _ in range(5):
+        assert await cache.get(f"policy:{pid}", lambda: db.get_policy(pid)) == row
+    assert breaker.state == OPEN and rec.served()[FALLBACK] == 5
+    assert sum("CircuitOpen" in e.detail for e in rec.events if e.kind == FALLBACK) == 3
+    await asyncio.to_thread(fresh_server.start)
+    clock.now += 1.0
+    assert await cache.get(f"policy:{pid}", lambda: db.get_policy(pid)) == row  # the probe
+    assert breaker.state == CLOSED
+    assert await cache.get(f"policy:{pid}", lambda: db.get_policy(pid)) == row
+    assert rec.served()["hit l2"] == 1
+    assert rec.kinds().count(BREAKER_CLOSED) == 1
+
+
+# -- a slow Redis, and a flaky network (through the proxy) -------------------------------------
+
+
+async def test_slow_redis_is_cut_off_by_the_op_timeout_then_skipped(
+    fresh_server: RedisServer, db: InsuranceDB, namespace: str
+) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=1.0, clock=clock)
+    ids = db.policy_ids()[:6]
+    async with TcpProxy(fresh_server.port) as proxy:
+        client = aioredis.from_url(proxy.url)
+        cache = MultiLevelCache(
+            client, namespace=namespace, backplane=False, op_timeout=0.05, breaker=breaker
+        )
+        rec = Recorder()
+        cache.events.subscribe(rec)
+        for pid in ids:
+            await cache.get(f"policy:{pid}", lambda pid=pid: db.get_policy(pid))
+        db.reset_calls()
+
+        proxy.delay = 2.0  # forty times the op timeout
+        mark = len(rec.events)
+        for pid in ids[:3]:
+            row = await cache.get(
+                f"policy:{pid}", lambda pid=pid: db.get_policy(pid), skip_memory=True
+            )
+            assert row == await db.get_policy(pid)
+        fallbacks = [e.detail for e in rec.events[mark:] if e.kind == FALLBACK]
+        assert fallbacks == ["OperationTimeout: Redis did not answer within 0.05s (op_timeout)"] * 3
+        assert breaker.state == OPEN and breaker.stats.timeouts == 3
+
+        accepted, forwarded, mark = proxy.accepted, proxy.forwarded, len(rec.events)
+        for pid in ids:
+            await cache.get(f"policy:{pid}", lambda pid=pid: db.get_policy(pid), skip_memory=True)
+        skipped = [e.detail for e in rec.events[mark:] if e.kind == FALLBACK]
+        assert len(skipped) == 6 and all(d.startswith("CircuitOpen") for d in skipped)
+        assert (proxy.accepted, proxy.forwarded) == (accepted, forwarded)  # Redis never asked
+        assert db.calls["get_policy"] == 2 * 3 + 6  # one load per request (and our checks)
+
+        proxy.delay = 0.0
+        clock.now += 1.0
+        mark = len(rec.events)
+        await cache.get(f"policy:{ids[0]}", Loader("unused"), skip_memory=True)
+        assert breaker.state == CLOSED
+        assert rec.kinds()[mark:] == [BREAKER_HALF_OPEN, BREAKER_CLOSED, HIT]
+        assert rec.events[-1].level == L2
+        await client.aclose()
+
+
+async def test_dropped_connections_cost_one_fallback_each(
+    fresh_server: RedisServer, db: InsuranceDB, namespace: str
+) -> None:
+    """A network blip: the request on a cut connection is served by the loader; the next one
+    reconnects. No caller sees an error, and a few blips do not open the breaker."""
+    ids = db.policy_ids()[:10]
+    async with TcpProxy(fresh_server.port) as proxy:
+        client = aioredis.from_url(proxy.url)
+        async with MultiLevelCache(client, namespace=namespace) as cache:
+            rec = Recorder()
+            cache.events.subscribe(rec)
+            blips = 3
+            for _ in range(blips):
+                mark = len(rec.events)
+                for pid in ids:  # one request at a time: one pooled connection
+                    row = await cache.get(
+                        f"policy:{pid}", lambda pid=pid: db.get_policy(pid), skip_memory=True
+                    )
+                    assert row == await db.get_policy(pid)
+                assert rec.served(mark)[FALLBACK] <= 1
+                await proxy.drop()
+            await cache.backplane.start()  # the backplane re-subscribes by itself
+        await client.aclose()
+    served = rec.served()
+    assert served[FALLBACK] == blips - 1  # the first request after each blip but the last
+    assert served["hit l2"] + served[MISS] == blips * len(ids) - served[FALLBACK]
+    assert cache.breaker is not None and cache.breaker.state == CLOSED
+    assert proxy.accepted > blips
