@@ -3,7 +3,8 @@
 The pieces, one module per concept: `connection` (which Redis), `aside` (cache-aside),
 `multilevel` (memory + Redis), `backplane` and `tracking` (keeping every L1 coherent),
 `warming`, `invalidation`, `generations`, `stampede`, `ttl`, `writes`, `monitor`, `workload`,
-`widgets`, `data` (the insurance database the course caches).
+`widgets`, `breaker` (Redis down or slow), `cluster` (Redis Cluster), `data` (the insurance
+database the course caches).
 """
 
 import logging
