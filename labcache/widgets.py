@@ -181,10 +181,14 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
             for trace, column, factor in zip(self.figure.data, columns, scale, strict=True):
                 # None, not NaN, marks a gap: NaN is not valid JSON for the front end.
                 trace.x, trace.y = t, [None if v != v else v * factor for v in frame[column]]
+            # One line per panel, spanning only that panel's plot area ("y2 domain"): a line
+            # over the whole paper would cross the subplot titles between the panels.
             self.figure.layout.shapes = [
-                {"type": "line", "x0": at, "x1": at, "y0": 0, "y1": 1, "yref": "paper",
+                {"type": "line", "x0": at, "x1": at, "y0": 0, "y1": 1,
+                 "xref": f"x{axis}", "yref": f"y{axis} domain",
                  "line": {"color": COLORS["naive"], "dash": "dash", "width": 1}}
                 for at, _, _ in self.changes if at >= start
+                for axis in ("", "2", "3")
             ]  # fmt: skip
         state = "running" if wl.running else "idle"
         recent = frame["p99_ms"].dropna()
