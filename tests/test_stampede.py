@@ -356,7 +356,9 @@ async def test_lock_allows_at_most_one_load_across_processes(
 ) -> None:
     calls, stats = await run_processes(redis, redis_url, namespace + "lock:", lock=True)
     assert calls == 1
-    assert sum(s["lock_waits"] for s in stats) == 3  # one waiter per process (single-flight)
+    # At most one waiter per other process (single-flight within each); a process that starts
+    # after the value is stored reads it from Redis and never waits.
+    assert sum(s["lock_waits"] for s in stats) <= 3
     assert sum(s["lock_timeouts"] for s in stats) == 0
     unprotected, _ = await run_processes(redis, redis_url, namespace + "nolock:", lock=False)
     assert 1 <= unprotected <= 4  # one per process at most (single-flight), usually all four
