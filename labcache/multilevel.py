@@ -171,6 +171,7 @@ class _Read:
     tags: tuple[str, ...]
     opts: _Options
     start: float
+    skip_memory: bool = False
 
 
 def _seconds(value: float, name: str) -> float:
@@ -367,7 +368,7 @@ class MultiLevelCache:
                 data = cast("bytes | None", await guarded(self.breaker, get, self.op_timeout))
         except REDIS_FAILURES as exc:
             return await self._fallback(key, full, loader, exc, start, min(ttl, memory_ttl))
-        read = _Read(key, full, loader, ttl, memory_ttl, tags, opts, start)
+        read = _Read(key, full, loader, ttl, memory_ttl, tags, opts, start, skip_memory)
         last_load = None
         if data is not None:
             found = self._decode(full, data)
@@ -670,6 +671,16 @@ class MultiLevelCache:
     async def _miss(self, read: _Read, last_load: float | None) -> Any:
         """Nothing usable cached: load once (per process, or per fleet with a lock)."""
         hard = read.opts.hard_timeout
+        idle = self._flight is not None and self._flight.pending(read.full) is None
+        if idle and not read.skip_memory:
+            try:  # a load of this key ended while our GET was in flight: use it, don't load again
+                item = self.l1[read.full]
+            except KeyError:
+                pass
+            else:
+                self.stats.l1_hits += 1
+                self._emit(HIT, read.key, L1, read.start, detail="filled during our read")
+                return item[0]
 
         async def load() -> tuple[Any, bool]:
             return await self._load(read, last_load=last_load)

@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -185,7 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = None if args.no_files or args.profile else Path(args.out)
     config = Config(plan, args.url, only, out_dir, profile=args.profile)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    report = asyncio.run(run(config))
+    # A `timeout`/`kill` must still stop the private redis-server and the PING probe.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        report = asyncio.run(run(config))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     meta = report.meta
     if args.profile:
         print(meta["profile"])
