@@ -19,12 +19,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from labcache.tasks import cancel_and_wait
+from labcache.tasks import BackgroundListener
 
 logger = logging.getLogger(__name__)
 
 
-class Backplane:
+class Backplane(BackgroundListener):
     """Publishes this instance's invalidations and applies the others' through callbacks."""
 
     def __init__(
@@ -37,37 +37,14 @@ class Backplane:
         on_reset: Callable[[str], None],
         instance_id: str | None = None,
     ) -> None:
+        super().__init__(f"backplane:{channel}")
         self.redis = redis
         self.channel = channel
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self.on_keys, self.on_pattern, self.on_reset = on_keys, on_pattern, on_reset
         self.sequence = 0
-        self.received = 0
         self.resets = 0
         self._last_seen: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-        self._progress = asyncio.Condition()
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def start(self, timeout: float = 5.0) -> None:
-        """Subscribe in the background; return once the subscription is live."""
-        if not self.running:
-            self._subscribed.clear()
-            self._task = asyncio.create_task(self._listen(), name=f"backplane:{self.channel}")
-        await asyncio.wait_for(self._subscribed.wait(), timeout)
-
-    async def stop(self) -> None:
-        """Cancel the listener and wait for it: no task outlives the cache."""
-        task, self._task = self._task, None
-        await cancel_and_wait([task])
-        if task is not None and not task.cancelled() and task.exception() is not None:
-            logger.warning(
-                "the backplane listener on %s had failed: %r", self.channel, task.exception()
-            )
 
     async def publish(self, op: str, arg: list[str] | str) -> None:
         """Tell the other instances to evict `arg` (a list of keys, or a glob for op 'pattern')."""
@@ -75,12 +52,7 @@ class Backplane:
         message = json.dumps({"src": self.instance_id, "seq": self.sequence, "op": op, "arg": arg})
         await self.redis.publish(self.channel, message)
 
-    async def wait_received(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until `count` messages from other instances have been applied (for tests, demos)."""
-        async with self._progress:
-            await asyncio.wait_for(self._progress.wait_for(lambda: self.received >= count), timeout)
-
-    async def _listen(self) -> None:
+    async def _run(self) -> None:
         backoff = 0.05
         lost = False  # messages may have been missed since the last subscription
         while True:
@@ -99,13 +71,13 @@ class Backplane:
                             lost = False
                             self._last_seen.clear()  # the flush covers the gap; no second flush
                             self._reset("pub/sub reconnected")
-                        self._subscribed.set()
+                        self._ready.set()
                         backoff = 0.05
                     elif message["type"] == "message":
                         await self._apply(message["data"])
             except (RedisError, OSError) as exc:
                 lost = True
-                self._subscribed.clear()
+                self._ready.clear()
                 self._reset(f"pub/sub connection lost: {type(exc).__name__}")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -132,9 +104,7 @@ class Backplane:
             self.on_pattern(str(arg))
         else:
             self._reset(f"{op} from {src}")
-        async with self._progress:
-            self.received += 1
-            self._progress.notify_all()
+        await self._applied()
 
     def _reset(self, reason: str) -> None:
         self.resets += 1

@@ -262,9 +262,9 @@ class ClusterBackplane(Backplane):
         message = json.dumps({"src": self.instance_id, "seq": self.sequence, "op": op, "arg": arg})
         await self.redis.spublish(self.channel, message)
 
-    async def _listen(self) -> None:
+    async def _run(self) -> None:
         if not self.sharded:
-            await super()._listen()
+            await super()._run()
             return
         backoff = 0.05
         lost = False
@@ -285,14 +285,14 @@ class ClusterBackplane(Backplane):
                             lost = False
                             self._last_seen.clear()
                             self._reset("sharded pub/sub re-subscribed")
-                        self._subscribed.set()
+                        self._ready.set()
                         backoff = 0.05
                     elif kind == "smessage":
                         await self._apply(message["data"])
             except (RedisError, RedisClusterException, OSError, RuntimeError) as exc:
                 # RuntimeError: redis-py's round-robin over per-node pubsubs found none left.
                 lost = True
-                self._subscribed.clear()
+                self._ready.clear()
                 self._reset(f"sharded pub/sub lost: {type(exc).__name__}")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

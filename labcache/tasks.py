@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any] | None]) -> None:
@@ -18,3 +21,49 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any] | None]) -> None:
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=0.05)
+
+
+class BackgroundListener:
+    """A listener that runs as one background task: `start()` returns once it is ready,
+    `stop()` ends it for good, and `wait_received(n)` awaits the messages it has applied
+    (so tests and notebooks wait for the event, never for a guessed time).
+
+    Subclasses write `_run()`, set `self._ready` when listening, and call `_applied()`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.received = 0
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._progress = asyncio.Condition()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self, timeout: float = 5.0) -> None:
+        if not self.running:
+            self._ready.clear()
+            self._task = asyncio.create_task(self._run(), name=self.name)
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it: nothing outlives its owner."""
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            logger.warning("%s had failed: %r", self.name, task.exception())
+
+    async def wait_received(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until `count` messages have been applied (for tests and demos)."""
+        async with self._progress:
+            await asyncio.wait_for(self._progress.wait_for(lambda: self.received >= count), timeout)
+
+    async def _applied(self) -> None:
+        async with self._progress:
+            self.received += 1
+            self._progress.notify_all()
+
+    async def _run(self) -> None:
+        raise NotImplementedError

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from labcache.tasks import cancel_and_wait
+from labcache.tasks import BackgroundListener
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class TrackingLost(RuntimeError):
     """A tracking connection was replaced: what changed meanwhile is unknown."""
 
 
-class KeyTracking:
+class KeyTracking(BackgroundListener):
     """Calls `on_keys` with every changed key under `prefix`, and `on_flush` when in doubt."""
 
     def __init__(
@@ -42,39 +42,20 @@ class KeyTracking:
         on_keys: Callable[[list[str]], None],
         on_flush: Callable[[str], None],
     ) -> None:
+        super().__init__(f"tracking:{prefix}")
         self.redis = redis
         self.prefix = prefix
         self.on_keys, self.on_flush = on_keys, on_flush
-        self.received = 0
         self.restarts = 0
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
         self._failure: BaseException | None = None
-        self._progress = asyncio.Condition()
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
 
     async def start(self, timeout: float = 5.0) -> None:
         """Set tracking up in the background; return once the server tracks our prefix."""
-        if not self.running:
-            self._ready.clear()
-            self._task = asyncio.create_task(self._run(), name=f"tracking:{self.prefix}")
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        await super().start(timeout)
         if self._failure is not None:
             raise RuntimeError(
                 f"server-assisted tracking is unavailable (needs Redis 6+): {self._failure}"
             ) from self._failure
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait([task])
-
-    async def wait_received(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until `count` invalidation messages have been applied (for tests and demos)."""
-        async with self._progress:
-            await asyncio.wait_for(self._progress.wait_for(lambda: self.received >= count), timeout)
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -146,6 +127,4 @@ class KeyTracking:
                     self.on_flush("the server flushed the database")
                 else:
                     self.on_keys([k.decode() if isinstance(k, bytes) else k for k in keys])
-                async with self._progress:
-                    self.received += 1
-                    self._progress.notify_all()
+                await self._applied()
