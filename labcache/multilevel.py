@@ -828,7 +828,7 @@ class MultiLevelCache:
 
     def _evict_pattern(self, full_pattern: str) -> None:
         regex = glob_to_regex(full_pattern)
-        self._evict_keys([k for k in list(self.l1.keys()) if regex.match(k.encode())])
+        self._evict_keys([k for k in list(self.l1) if regex.match(k.encode())])
 
     def _evict_all(self, reason: str) -> None:
         self.stats.l1_evictions += len(self.l1)
