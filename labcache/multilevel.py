@@ -89,20 +89,16 @@ T = TypeVar("T")
 
 # Tag sets live as long as their longest-lived member; all of it atomic, so a key set while a tag
 # is being invalidated is either dropped with it or written after it, never half-recorded.
-# Lua: record KEYS[1] in the tag sets KEYS[FIRST_TAG..], each living at least ARGV[2] ms.
-TAG_MEMBERSHIP = """
-for i = FIRST_TAG, #KEYS do
+_SET_WITH_TAGS = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 2, #KEYS do
   redis.call('SADD', KEYS[i], KEYS[1])
   if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
   end
 end
+return 1
 """
-_SET_WITH_TAGS = (
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    + TAG_MEMBERSHIP.replace("FIRST_TAG", "2")
-    + "return 1\n"
-)
 _INVALIDATE_TAG = """
 local members = redis.call('SMEMBERS', KEYS[1])
 for i = 1, #members, 1000 do

@@ -27,7 +27,7 @@ from labcache.cluster import ClusterUnsupported
 from labcache.data import InsuranceDB, Row
 from labcache.events import ERROR, L2, CacheEvent
 from labcache.flusher import Flusher, FlushStats, Lag, main
-from labcache.multilevel import TAG_MEMBERSHIP, MultiLevelCache
+from labcache.multilevel import MultiLevelCache
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,22 +36,23 @@ T = TypeVar("T")
 # The version counter starts from the server clock (µs), so a Redis that lost it still counts up
 # past every version the database ledger has already applied.
 # KEYS: cache key, stream, version counter, tag sets. ARGV: record, PX, key, table, id, fields.
-QUEUE_WRITE = (
-    """
+QUEUE_WRITE = """
 if redis.call('EXISTS', KEYS[3]) == 0 then
   local t = redis.call('TIME')
   redis.call('SET', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])))
 end
 local version = string.format('%d', redis.call('INCR', KEYS[3]))
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-"""
-    + TAG_MEMBERSHIP.replace("FIRST_TAG", "4")
-    + """
+for i = 4, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
+end
 local id = redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'table', ARGV[4], 'id', ARGV[5],
                       'fields', ARGV[6], 'version', version)
 return {id, version}
 """
-)
 
 
 class _KeyLocks:
