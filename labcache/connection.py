@@ -17,6 +17,9 @@ from urllib.parse import SplitResult, quote, urlsplit
 
 import redis.asyncio as aioredis
 from dotenv import find_dotenv, load_dotenv
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from labcache.cluster import cluster_client, cluster_requested, split_cluster_url
 from labcache.embedded import RedisBinaryNotFound, RedisServer
@@ -28,6 +31,20 @@ _embedded: RedisServer | None = None
 # Seconds a client from connect() waits for any reply: longer than the blocking reads labcache
 # makes (write-behind XREADGROUP BLOCK, pub/sub polls of 1 s), far shorter than "forever".
 SOCKET_TIMEOUT = 2.0
+
+
+def reconnect_once() -> Retry:
+    """The retry policy of clients from `connect()`: a broken connection is retried once, at once.
+
+    After a Redis restart every pooled connection is stale and fails once when reused
+    ("Connection closed by server"); redis-py's `from_url` retries 0 times, so each of those
+    failures would reach the caller (and re-open a cache's circuit breaker). One retry on a
+    fresh connection answers instead. Timeouts are not retried: that would double the wait on a
+    slow or paused server. As with any retry, a command sent just before its connection broke
+    may run twice: SET, UNLINK and the tag scripts are idempotent; a retried INCR bumps a
+    generation once more, a retried XADD queues a write-behind entry twice (same value).
+    """
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 class RedisUnavailable(ConnectionError):
@@ -217,6 +234,8 @@ async def connect(
         "socket_timeout": SOCKET_TIMEOUT,
         "health_check_interval": 30,
     }
+    if not on_cluster:  # RedisCluster retries by its own rules (it also follows MOVED)
+        options["retry"] = reconnect_once()
     options.update(client_options)
     if on_cluster:  # same command API; typed as Redis so that callers need no union
         client = cast(aioredis.Redis, cluster_client(url, **options))

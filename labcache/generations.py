@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from labcache.aside import Loader
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import L1Entry, MultiLevelCache
 
 T = TypeVar("T")
 
@@ -29,14 +29,14 @@ class Generation:
         """The family's generation: from L1 when fresh, else one GET of the counter."""
         full = self.cache.key(self.counter_key)
         try:
-            generation: int = self.cache.l1[full][0]
+            generation: int = self.cache.l1[full].value
             return generation
         except KeyError:
             pass
         raw = await self.cache.redis.get(full)
         generation = int(raw or 0)
         # A plain integer under the namespace: tracking and the backplane evict it like any key.
-        self.cache.l1[full] = (generation, self.cache.clock() + self.check_every, 8)
+        self.cache.l1[full] = L1Entry(generation, self.cache.clock() + self.check_every, 8)
         return generation
 
     async def key(self, key: str) -> str:

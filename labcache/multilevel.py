@@ -17,8 +17,8 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar, cast
+from dataclasses import asdict, dataclass, replace
+from typing import Any, NamedTuple, TypeVar, cast
 
 import pandas as pd
 import redis.asyncio as aioredis
@@ -144,8 +144,18 @@ class LevelStats:
         return {**asdict(self), "requests": self.requests, "hit_rate": self.hit_rate}
 
 
-def _l1_expiry(_key: str, item: tuple[Any, float, int], _now: float) -> float:
-    return item[1]
+class L1Entry(NamedTuple):
+    """What L1 keeps per key; `early` is what an XFetch draw on an L1 hit needs."""
+
+    value: Any
+    expires_at: float  # when this L1 copy expires (the cache clock)
+    size: int  # bytes, for a byte-bounded L1
+    # (Redis expiry, load time, beta) while early refresh is on for this key; else None.
+    early: tuple[float, float, float] | None = None
+
+
+def _l1_expiry(_key: str, item: L1Entry, _now: float) -> float:
+    return item.expires_at
 
 
 @dataclass(frozen=True)
@@ -172,6 +182,15 @@ class _Read:
     opts: _Options
     start: float
     skip_memory: bool = False
+
+
+def _early_info(
+    opts: _Options, expires_at: float, load_time: float
+) -> tuple[float, float, float] | None:
+    """What an L1 copy keeps for XFetch draws on L1 hits (None: early refresh is off)."""
+    if opts.early_refresh > 0 and load_time > 0:
+        return (expires_at, load_time, opts.early_refresh)
+    return None
 
 
 def _seconds(value: float, name: str) -> float:
@@ -219,7 +238,8 @@ class MultiLevelCache:
         `soft_timeout` how long a stale read waits for that refresh first; `hard_timeout` how
         long a read with nothing stale waits for a load (then asyncio.TimeoutError); `lock` a
         DistributedLock so one process of many loads a miss; `jitter` spreads TTLs; `sliding`
-        renews the TTL on each read that reaches Redis; `rng` seeds XFetch's draws.
+        renews the TTL on each read that reaches Redis; `rng` XFetch's random source (default:
+        unseeded, so that instances draw independently; seed it only to repeat a run).
 
         Failure options (module `labcache.breaker`): `op_timeout` seconds any one Redis call
         may take (None: the client's own timeout); `breaker` True for a default CircuitBreaker,
@@ -239,7 +259,7 @@ class MultiLevelCache:
         self.clock = clock
         self.stats = LevelStats()
         self.events = EventHub()
-        self.l1: TLRUCache[str, tuple[Any, float, int]] = self._new_l1(l1_maxsize, l1_maxbytes)
+        self.l1: TLRUCache[str, L1Entry] = self._new_l1(l1_maxsize, l1_maxbytes)
         self.op_timeout = None if op_timeout is None else validate_ttl(op_timeout, "op_timeout")
         self.max_value_bytes = validate_max_bytes(max_value_bytes)
         self.breaker = coerce(breaker, cluster=self.on_cluster)
@@ -307,6 +327,12 @@ class MultiLevelCache:
         """Loads and background refreshes running now (0 after `close()`)."""
         return len(self.refreshes) + (len(self._flight) if self._flight is not None else 0)
 
+    def waiting(self, key: str) -> int:
+        """How many requests are waiting right now on a load or refresh of `key`."""
+        full = self.key(key)
+        shared = 0 if self._flight is None else self._flight.waiting(full)
+        return shared + self.refreshes.waiting(full)
+
     def resize_l1(self, maxsize: int | None = None, maxbytes: int | None = None) -> None:
         """Replace L1 with an empty one of another size (a notebook knob)."""
         self.l1 = self._new_l1(maxsize or 1000, maxbytes)
@@ -349,15 +375,17 @@ class MultiLevelCache:
                 self.stats.l1_hits += 1
                 if self.events:
                     self._emit(HIT, key, L1, start)
-                value: T = item[0]
+                if item.early is not None:  # XFetch draws on L1 hits too, with no Redis call
+                    overrides = (early_refresh, grace, soft_timeout, hard_timeout, sliding)
+                    self._draw_on_l1_hit(item.early, key, full, loader, ttl, memory_ttl, tags,
+                                         overrides, start)  # fmt: skip
+                value: T = item.value
                 return value
         validate_key(key)
-        ttl, memory_ttl = self._ttls(ttl, memory_ttl)
-        opts = self._options(early_refresh, grace, soft_timeout, hard_timeout, sliding)
-        tags = tuple(tags)
-        if opts.sliding and tags:
-            raise ValueError("sliding expiration cannot be combined with tags: a tag set would "
-                             "expire before the members that reads keep renewing")  # fmt: skip
+        overrides = (early_refresh, grace, soft_timeout, hard_timeout, sliding)
+        read = self._new_read(key, full, loader, ttl, memory_ttl, tags, overrides, start)
+        read.skip_memory = skip_memory
+        ttl, memory_ttl, opts = read.ttl, read.memory_ttl, read.opts
         try:
             if opts.sliding:
                 slider = self._slider or self._new_slider()
@@ -368,7 +396,6 @@ class MultiLevelCache:
                 data = cast("bytes | None", await guarded(self.breaker, get, self.op_timeout))
         except REDIS_FAILURES as exc:
             return await self._fallback(key, full, loader, exc, start, min(ttl, memory_ttl))
-        read = _Read(key, full, loader, ttl, memory_ttl, tags, opts, start, skip_memory)
         last_load = None
         if data is not None:
             found = self._decode(full, data)
@@ -376,13 +403,12 @@ class MultiLevelCache:
                 value, record = found
                 now = self.clock()
                 if now < record.expires_at:
-                    bound = 0.0
+                    if opts.early_refresh > 0:
+                        self._maybe_refresh_early(read, record.expires_at, record.load_time, now)
                     if not skip_memory:
                         bound = self._l1_bound(opts, memory_ttl, now, record.expires_at, ttl)
-                    if opts.early_refresh > 0:
-                        self._maybe_refresh_early(read, record, now, bound)
-                    if bound > 0:
-                        self._fill_l1(full, value, bound, len(data))
+                        early = _early_info(opts, record.expires_at, record.load_time)
+                        self._fill_l1(full, value, bound, len(data), early)
                     self.stats.l2_hits += 1
                     self._emit(HIT, key, L2, start)
                     return value
@@ -488,17 +514,46 @@ class MultiLevelCache:
             self.memory_ttl if memory_ttl is None else validate_ttl(memory_ttl, "memory_ttl"),
         )
 
-    def _new_l1(self, maxsize: int, maxbytes: int | None) -> TLRUCache[str, tuple[Any, float, int]]:
+    def _new_l1(self, maxsize: int, maxbytes: int | None) -> TLRUCache[str, L1Entry]:
         if maxbytes is not None:
-            return TLRUCache(maxbytes, _l1_expiry, timer=self.clock, getsizeof=lambda item: item[2])
+            return TLRUCache(maxbytes, _l1_expiry, timer=self.clock, getsizeof=lambda e: e.size)
         if maxsize < 1:
             raise ValueError(f"l1_maxsize must be at least 1, not {maxsize}")
         return TLRUCache(maxsize, _l1_expiry, timer=self.clock)
 
-    def _fill_l1(self, full: str, value: Any, ttl: float, size: int) -> None:
+    def _fill_l1(
+        self,
+        full: str,
+        value: Any,
+        ttl: float,
+        size: int,
+        early: tuple[float, float, float] | None = None,
+    ) -> None:
+        if ttl <= 0:
+            return
         # A value larger than the whole L1 byte budget is served, not kept.
         with contextlib.suppress(ValueError):
-            self.l1[full] = (value, self.clock() + ttl, size)
+            self.l1[full] = L1Entry(value, self.clock() + ttl, size, early)
+
+    def _new_read(
+        self,
+        key: str,
+        full: str,
+        loader: Loader[Any],
+        ttl: float | None,
+        memory_ttl: float | None,
+        tags: Iterable[str],
+        overrides: tuple[Any, ...],
+        start: float,
+    ) -> _Read:
+        """A read's settings, validated: its TTLs, its stampede options and its tags."""
+        ttl, memory_ttl = self._ttls(ttl, memory_ttl)
+        opts = self._options(*overrides)
+        tags = tuple(tags)
+        if opts.sliding and tags:
+            raise ValueError("sliding expiration cannot be combined with tags: a tag set would "
+                             "expire before the members that reads keep renewing")  # fmt: skip
+        return _Read(key, full, loader, ttl, memory_ttl, tags, opts, start)
 
     def _decode(self, full: str, data: bytes) -> tuple[Any, entry.Entry] | None:
         try:
@@ -554,7 +609,7 @@ class MultiLevelCache:
         except ValueTooLarge:  # served, not cached at any level (REJECTED was emitted)
             return value
         bound = self._l1_bound(opts, memory_ttl, self.clock(), expires_at, ttl)
-        self._fill_l1(full, value, bound, size)
+        self._fill_l1(full, value, bound, size, _early_info(opts, expires_at, delta))
         return value
 
     async def _write(
@@ -621,26 +676,60 @@ class MultiLevelCache:
         return self._slider
 
     def _maybe_refresh_early(
-        self, read: _Read, record: entry.Entry, now: float, horizon: float
+        self,
+        read: _Read,
+        expires_at: float,
+        load_time: float,
+        now: float,
+        *,
+        recheck: bool = False,
     ) -> None:
-        """XFetch: start the one background refresh if this read's draw falls before `horizon`.
+        """XFetch (the paper's rule): start the one background refresh if this read's draw says so.
 
-        `horizon` is how long this instance will answer from L1 without looking at Redis, so
-        its draw covers that whole time (with L1 off it is 0: the paper's rule exactly).
+        `recheck`: the read was an L1 hit, so Redis may already hold a newer record (another
+        instance refreshed it); the refresh looks there first and loads only if it does not.
         """
-        if record.load_time <= 0 or self.refreshes.pending(read.full) is not None:
+        if load_time <= 0 or self.refreshes.pending(read.full) is not None:
             return
-        beta = read.opts.early_refresh
-        if now + horizon < self.xfetch.refresh_at(record.expires_at, record.load_time, beta):
+        if now < self.xfetch.refresh_at(expires_at, load_time, read.opts.early_refresh):
             return
         self.stampede_stats.early_refreshes += 1
-        early_by = f"{record.expires_at - now:.3f}s early"
+        early_by = f"{expires_at - now:.3f}s early"
         self._emit(EARLY_REFRESH, read.key, SOURCE, None, detail=early_by)
-        self._refresh(read, record)
+        self._refresh(read, expires_at, load_time, recheck=recheck)
+
+    def _draw_on_l1_hit(
+        self,
+        early: tuple[float, float, float],
+        key: str,
+        full: str,
+        loader: Loader[Any],
+        ttl: float | None,
+        memory_ttl: float | None,
+        tags: Iterable[str],
+        overrides: tuple[Any, ...],
+        start: float,
+    ) -> None:
+        """An L1 hit of a key under early refresh: draw as a read of Redis would (no command)."""
+        expires_at, load_time, beta = early
+        if overrides[0] is not None:  # this read's own early_refresh
+            beta = _seconds(overrides[0], "early_refresh")
+        if beta <= 0 or self.refreshes.pending(full) is not None:
+            return
+        now = self.clock()
+        if now < self.xfetch.refresh_at(expires_at, load_time, beta):
+            return
+        read = self._new_read(key, full, loader, ttl, memory_ttl, tags, overrides, start)
+        if read.opts.early_refresh != beta:
+            read.opts = replace(read.opts, early_refresh=beta)
+        self.stampede_stats.early_refreshes += 1
+        self._emit(EARLY_REFRESH, key, SOURCE, None, detail=f"{expires_at - now:.3f}s early")
+        self._refresh(read, expires_at, load_time, recheck=True)
 
     async def _serve_stale(self, read: _Read, value: Any, record: entry.Entry) -> Any:
         """Within grace: one background refresh; wait up to the soft timeout, else serve stale."""
-        fresh, new, why = await wait_or_stale(self._refresh(read, record), read.opts.soft_timeout)
+        refresh = self._refresh(read, record.expires_at, record.load_time)
+        fresh, new, why = await wait_or_stale(refresh, read.opts.soft_timeout)
         if fresh:
             self.stats.misses += 1
             self._emit(MISS, read.key, SOURCE, read.start)
@@ -651,14 +740,22 @@ class MultiLevelCache:
         self._emit(STALE, read.key, L2, read.start, detail=why)
         return value
 
-    def _refresh(self, read: _Read, record: entry.Entry) -> asyncio.Future[Any]:
-        """Start (or join) the one background refresh of a key; tracked, cancelled on close."""
+    def _refresh(
+        self, read: _Read, expires_at: float, load_time: float, *, recheck: bool = False
+    ) -> asyncio.Future[Any]:
+        """Start (or join) the one background refresh of a key; tracked, cancelled on close.
+
+        It replaces the record that expires at `expires_at`; with `recheck`, a newer one
+        already in Redis (stored by another instance) is taken instead of loading again.
+        """
 
         async def refresh() -> Any:
             try:
-                value, _ = await self._load(
-                    read, newer_than=record.expires_at, last_load=record.load_time
-                )
+                if recheck:
+                    newer = await self._reread(read, expires_at)
+                    if newer is not MISSING:
+                        return newer
+                value, _ = await self._load(read, newer_than=expires_at, last_load=load_time)
                 return value
             except Exception as exc:
                 self.stampede_stats.refresh_errors += 1
@@ -680,15 +777,14 @@ class MultiLevelCache:
             else:
                 self.stats.l1_hits += 1
                 self._emit(HIT, read.key, L1, read.start, detail="filled during our read")
-                return item[0]
+                return item.value
 
         async def load() -> tuple[Any, bool]:
             return await self._load(read, last_load=last_load)
 
         try:
-            pending = self.refreshes.pending(read.full)
-            if pending is not None:  # a background refresh is already loading this key
-                value, loaded = await asyncio.wait_for(asyncio.shield(pending), hard), True
+            if self.refreshes.pending(read.full) is not None:  # a refresh is loading this key
+                value, loaded = await self.refreshes.follow(read.full, timeout=hard), True
                 self.stats.coalesced += 1
             elif self._flight is not None:
                 (value, loaded), shared = await self._flight.run(read.full, load, timeout=hard)
@@ -764,15 +860,15 @@ class MultiLevelCache:
         if now >= record.expires_at or (newer_than is not None and record.expires_at <= newer_than):
             return MISSING
         bound = self._l1_bound(read.opts, read.memory_ttl, now, record.expires_at, read.ttl)
-        self._fill_l1(full, value, bound, len(data))
+        early = _early_info(read.opts, record.expires_at, record.load_time)
+        self._fill_l1(full, value, bound, len(data), early)
         return value
 
     def _l1_bound(
         self, opts: _Options, memory_ttl: float, now: float, expires_at: float, ttl: float
     ) -> float:
         sliding_ttl = ttl if opts.sliding else None
-        early = opts.early_refresh > 0
-        return l1_ttl(memory_ttl, now, expires_at, early_refresh=early, sliding_ttl=sliding_ttl)
+        return l1_ttl(memory_ttl, now, expires_at, sliding_ttl=sliding_ttl)
 
     async def _fallback(
         self,

@@ -84,18 +84,22 @@ class SingleFlight:
         the run itself goes on for the others and still stores its result.
         """
         shared = key in self._runs
-        run = self.start(key, fn)
+        self.start(key, fn)
+        result: T = await self.follow(key, timeout=timeout)
+        return result, shared
+
+    async def follow(self, key: str, *, timeout: float | None = None) -> Any:
+        """Wait for the run in flight for `key` (KeyError if none), counted in `waiting`."""
+        run = self._runs[key]
         self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
             if timeout is None:
-                result: T = await asyncio.shield(run)
-            else:
-                result = await asyncio.wait_for(asyncio.shield(run), timeout)
+                return await asyncio.shield(run)
+            return await asyncio.wait_for(asyncio.shield(run), timeout)
         finally:
             left = self._waiting.pop(key) - 1
             if left:
                 self._waiting[key] = left
-        return result, shared
 
     async def join(self) -> None:
         """Wait until nothing is in flight (tests and demos await background refreshes so)."""
@@ -124,7 +128,10 @@ class XFetch:
 
     def __init__(self, beta: float = 1.0, rng: random.Random | None = None) -> None:
         self.beta = _non_negative(beta, "beta")
-        self.rng = rng if rng is not None else random.Random(0)  # seeded: runs repeat
+        # Unseeded by default: a fleet of instances seeded alike makes the same draws at the same
+        # moments and refreshes together, the stampede XFetch exists to prevent. Seed a run
+        # that must repeat (tests, notebooks) by passing `rng`.
+        self.rng = rng if rng is not None else random.Random()
 
     def refresh_at(self, expires_at: float, delta: float, beta: float | None = None) -> float:
         """One reader's draw: the instant from which it refreshes (never after `expires_at`)."""

@@ -26,7 +26,9 @@ class Jitter:
         if not 0 <= fraction < 1:
             raise ValueError(f"jitter fraction must be in [0, 1), not {fraction!r}")
         self.fraction = float(fraction)
-        self.rng = rng if rng is not None else random.Random(0)  # seeded: runs repeat
+        # Unseeded by default: instances seeded alike would jitter their keys alike. Pass a
+        # seeded rng where a run must repeat (tests, notebooks).
+        self.rng = rng if rng is not None else random.Random()
 
     def __call__(self, ttl: float) -> float:
         """`ttl` seconds, moved by up to ±fraction of itself."""
@@ -71,19 +73,15 @@ def l1_ttl(
     now: float,
     expires_at: float,
     *,
-    early_refresh: bool = False,
     sliding_ttl: float | None = None,
 ) -> float:
     """How long an L1 copy may live: never past the Redis entry's expiry (mistake 6).
 
-    With early refresh, at most half the time left: an instance answers from L1 without looking
-    at Redis, so it must look again before expiry for its XFetch draw to count. For sliding
-    entries, at most half the TTL: only reads that reach Redis slide the expiry, so a key
-    served from L1 alone would otherwise expire while in use.
+    For sliding entries, at most half the TTL: only reads that reach Redis slide the expiry, so
+    a key served from L1 alone would otherwise expire while in use. (Early refresh needs no
+    bound: an L1 copy carries the Redis expiry and load time, and L1 hits draw too.)
     """
     bound = min(memory_ttl, expires_at - now)
-    if early_refresh:
-        bound = min(bound, (expires_at - now) / 2)
     if sliding_ttl is not None:
         bound = min(bound, sliding_ttl / 2)
     return bound

@@ -32,6 +32,7 @@ from labcache.breaker import (
     CircuitOpen,
     OperationTimeout,
 )
+from labcache.connection import connect
 from labcache.data import InsuranceDB, Latency
 from labcache.embedded import RedisServer
 from labcache.events import ERROR, EVICT, FALLBACK, HIT, L1, L2, MISS, CacheEvent
@@ -316,6 +317,64 @@ async def test_redis_killed_mid_run_no_caller_sees_an_error(
     assert any(d.startswith("pub/sub connection lost") for d in flushes)
     assert "pub/sub reconnected" in flushes  # L1 flushed: what it missed meanwhile is unknown
     assert cache.stats.errors >= 1 and ERROR in kinds
+
+
+async def test_after_a_restart_the_breaker_closes_once_and_l2_answers_within_a_second(
+    fresh_server: RedisServer, db: InsuranceDB, namespace: str
+) -> None:
+    """Issue 18: a restart leaves every pooled connection stale. Clients from connect() retry
+    a broken connection once (labcache.connection.reconnect_once), so those failures do not
+    re-open the breaker; with redis-py's from_url (0 retries) it re-opened in 4 of 6 runs.
+    """
+    client = await connect(fresh_server.url, announce=False)
+    ids = db.policy_ids()[:25]
+    rng = random.Random(18)
+    rec = Recorder()
+    caller_errors: list[BaseException] = []
+
+    async def run(n: int, width: int = 10) -> None:
+        for _ in range(n // width):  # `width` at a time; a quarter skip L1
+            picks = [(rng.choice(ids), rng.random() < 0.25) for _ in range(width)]
+            results = await asyncio.gather(
+                *(cache.get(f"policy:{p}", lambda p=p: db.get_policy(p), skip_memory=skip)
+                  for p, skip in picks),
+                return_exceptions=True,
+            )  # fmt: skip
+            caller_errors.extend(r for r in results if isinstance(r, BaseException))
+
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=0.25)
+    async with MultiLevelCache(client, namespace=namespace, breaker=breaker) as cache:
+        cache.events.subscribe(rec)
+        await run(500, width=50)  # about 50 pooled connections
+        fresh_server.kill()
+        while BREAKER_OPEN not in rec.kinds():  # a few of them fail and are dropped; the
+            await run(10)  # others wait in the pool, stale, and fail when next used
+        assert len(client.connection_pool._available_connections) > 20
+        await asyncio.to_thread(fresh_server.start)  # same port, empty
+        restarted_at, mark = time.perf_counter(), len(rec.events)
+
+        def first_l2_hit() -> CacheEvent | None:
+            hits = (e for e in rec.events[mark:] if e.kind == HIT and e.level == L2)
+            return next(hits, None)
+
+        while first_l2_hit() is None:
+            await run(10)
+            await asyncio.sleep(0.01)
+            assert time.perf_counter() - restarted_at < 20, "no L2 hit after the restart"
+        await run(1000, width=50)  # every pooled connection has been reused by now
+    await client.aclose()
+    after = rec.kinds()[mark:]
+    hit = first_l2_hit()
+    assert hit is not None
+    closed = next(e.at for e in rec.events[mark:] if e.kind == BREAKER_CLOSED)
+    print(
+        f"\n[restart figures] restart -> breaker closed {closed - restarted_at:.3f}s, "
+        f"-> first L2 hit {hit.at - restarted_at:.3f}s; breaker {breaker.stats.as_dict()}"
+    )
+    assert caller_errors == []
+    assert after.count(BREAKER_CLOSED) == 1 and BREAKER_OPEN not in after
+    assert hit.at - restarted_at < 1.0  # a reset_timeout of 0.25 s, then one probe
+    assert breaker.state == CLOSED
 
 
 async def test_strict_mode_raises_instead_of_falling_back(

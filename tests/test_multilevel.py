@@ -81,7 +81,7 @@ async def test_l1_copy_never_outlives_the_redis_entry(
     await writer.set("k", "v", ttl=30)
     clock.now += 25  # 5 s left in Redis
     assert await reader.get("k", Loader("fresh"), memory_ttl=60) == "v"
-    _, expires_at, _ = reader.l1[namespace + "k"]
+    expires_at = reader.l1[namespace + "k"].expires_at
     assert expires_at == pytest.approx(clock.now + 5, abs=0.01)
     clock.now += 5.01
     assert await reader.get("k", Loader("fresh")) == "fresh"  # logically expired everywhere

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from labcache.data import InsuranceDB, Latency, SourceUnavailable
 from labcache.events import EARLY_REFRESH, HIT, LOCK_WAIT, MISS, STALE, CacheEvent
+from labcache.expiry_drill import ManualClock, expiry_drill
 from labcache.multilevel import MultiLevelCache
 from labcache.stampede import DistributedLock, SingleFlight, XFetch
 from tests.helpers import Loader, command_counts, commands_sent
@@ -424,6 +425,53 @@ async def test_xfetch_refreshes_early_and_serves_no_miss_at_expiry(
     plain_loads = await steady_reads(plain, plain_clock, rate=20, seconds=60, ttl=10)
     assert plain.stats.misses == plain_loads >= 5  # every expiry is a miss without it
     assert plain.stampede_stats.early_refreshes == 0
+
+
+@pytest.mark.parametrize("single_flight", [True, False])
+async def test_xfetch_behind_l1_refreshes_before_readers_wait(
+    redis: aioredis.Redis, namespace: str, single_flight: bool
+) -> None:
+    """Issue 18: with L1 on, L1 hits draw too, so the refresh starts well before expiry.
+
+    100 readers per load time δ keep arriving while loads run (expiry_drill). Before the fix,
+    25-58 % of expiries had readers waiting and the refresh started a median 0.6-1.25 δ early.
+    """
+    clock = ManualClock()
+    cache = cache_for(redis, namespace, clock=clock, early_refresh=1.0, memory_ttl=60,
+                      single_flight=single_flight, rng=random.Random(5))  # fmt: skip
+    commands_before = await command_counts(redis)
+    result = await expiry_drill([cache], clock, readers_per_delta=100, ttl=20, expiries=20)
+    sent = await commands_sent(redis, commands_before)
+    assert result.expiries >= 20
+    assert result.share_waited <= 0.05
+    assert result.recomputations == 1 if single_flight else result.recomputations <= math.e
+    assert sorted(result.lead)[len(result.lead) // 2] > 3  # ln(100) = 4.6 δ for the paper's rule
+    assert cache.stats.l1_hits > 0.99 * result.reads  # the draws were made on L1 hits...
+    assert sum(sent.values()) < 10 * (result.loads + result.expiries + 2)  # ...with no command
+    await cache.close()
+
+
+async def test_instances_built_with_defaults_draw_independently(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """Issue 18: XFetch's default rng was Random(0): a fleet made the same draws together."""
+    assert [XFetch().refresh_at(100.0, 1.0) for _ in range(2)] != [
+        XFetch().refresh_at(100.0, 1.0) for _ in range(2)
+    ]
+    # Each reader on its own instance (51 of them): with independent draws about e^(1/β)
+    # loads per expiry; with the old seeded default, 30-50.
+    clock = ManualClock()
+    fleet = [cache_for(redis, namespace, clock=clock, early_refresh=1.0) for _ in range(51)]
+    result = await expiry_drill(fleet, clock, readers_per_delta=50, ttl=20, expiries=30)
+    assert result.expiries >= 30
+    assert result.recomputations <= 2 * math.e
+    # Four instances sharing the readers: at most e^(1/β) (one instance alone: exactly 1).
+    clock = ManualClock()
+    four = [cache_for(redis, namespace + "4:", clock=clock, early_refresh=1.0) for _ in range(4)]
+    result = await expiry_drill(four, clock, readers_per_delta=100, ttl=20, expiries=25)
+    assert 1 <= result.recomputations <= math.e
+    for cache in (*fleet, *four):
+        await cache.close()
 
 
 async def test_early_refresh_runs_once_in_background_while_the_old_value_is_served(

@@ -174,7 +174,6 @@ async def test_sliding_costs_one_round_trip_and_refuses_tags(
 def test_l1_ttl_is_bounded_by_every_rule() -> None:
     assert l1_ttl(60, 100, 130) == 30  # the Redis entry's expiry
     assert l1_ttl(60, 100, 1000) == 60  # memory_ttl
-    assert l1_ttl(60, 100, 130, early_refresh=True) == 15  # look again before expiry
     assert l1_ttl(60, 100, 1000, sliding_ttl=10) == 5  # a Redis read every half TTL
     assert l1_ttl(60, 100, 90) < 0  # expired: no L1 copy at all
 
