@@ -55,7 +55,7 @@ from redis.crc import key_slot as _key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
 from labcache.backplane import Backplane
-from labcache.embedded import RedisServer, find_redis_server, free_port
+from labcache.embedded import FolderGuard, RedisServer, find_redis_server, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +329,8 @@ class LocalCluster:
 
     `with LocalCluster() as cluster:` starts it, waits until every node reports
     `cluster_state:ok` and every replica is in sync, and stops it on exit (and at interpreter
-    exit). `kill_primary(key)` SIGKILLs the primary that owns a key, as a crash would.
+    exit; if the process is killed instead, a `FolderGuard` ends the nodes and removes their
+    folder). `kill_primary(key)` SIGKILLs the primary that owns a key, as a crash would.
     """
 
     def __init__(
@@ -353,6 +354,7 @@ class LocalCluster:
         self.binary = binary or find_redis_server()
         self.servers: dict[int, RedisServer] = {}
         self.directory: Path | None = None
+        self._guard: FolderGuard | None = None
         self.started_in = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -362,6 +364,8 @@ class LocalCluster:
         began = time.monotonic()
         self.servers = {}
         self.directory = Path(tempfile.mkdtemp(prefix="labcache-cluster-"))
+        # atexit stops it at a normal exit; the guard when the process is killed (a kernel).
+        self._guard = FolderGuard(self.directory)
         atexit.register(self.stop)
         try:
             for port in _cluster_ports(self.n_primaries * (1 + self.n_replicas)):
@@ -381,6 +385,9 @@ class LocalCluster:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.dismiss()
         atexit.unregister(self.stop)
 
     def __enter__(self) -> LocalCluster:

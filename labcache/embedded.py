@@ -1,7 +1,9 @@
 """A private, real redis-server started by labcache: for students with no Redis, and for tests.
 
 It listens on a unix socket in a 0700 folder (no TCP port unless asked for), keeps nothing on
-disk, and is stopped when the interpreter exits.
+disk, and is stopped when the interpreter exits: by atexit, and, when the process is killed
+instead (nbval SIGKILLs its kernels; Jupyter SIGTERMs one that is slow to shut down), by a
+`FolderGuard` that removes the folder and ends the servers that used it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -76,6 +79,79 @@ def _project_runtime_dir() -> Path:
     return Path.home() / ".cache" / "labcache"
 
 
+# The guardian: a tiny Python in a session of its own (so a signal to the owner's process group
+# spares it) that waits for EOF on its stdin, which comes when the owner has exited however it
+# exited, then ends the processes working in the folder (redis-server runs in its `--dir`) and
+# removes the folder. They are found by their working folder, not by pids, since pids are reused
+# (and not by command line, which redis-server rewrites). No /proc (macOS): the signal to the
+# owner's process group has ended them, and only the folder is removed.
+_GUARDIAN = r"""
+import os, shutil, signal, sys, time
+
+folder = os.path.realpath(sys.argv[1])
+sys.stdin.buffer.read()
+
+
+def users():
+    if not os.path.isdir("/proc"):
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+        except OSError:
+            continue
+        if cwd == folder or cwd.startswith(folder + os.sep):
+            found.append(int(name))
+    return found
+
+
+for sig, patience in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+    deadline = time.monotonic() + patience
+    pids = users()
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = users()
+shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
+class FolderGuard:
+    """Removes `folder`, and ends the redis-servers using it, once this process has exited,
+    even by SIGKILL, when no atexit handler runs. `dismiss()` after a normal clean-up.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _GUARDIAN, str(folder)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd="/", start_new_session=True,
+        )  # fmt: skip
+
+    @property
+    def active(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def dismiss(self) -> None:
+        """The owner has cleaned up itself: end the guardian without it doing anything."""
+        proc, self._process = self._process, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+
 @dataclass
 class RedisServer:
     """One redis-server child process; `url` is what `redis.asyncio.from_url` takes."""
@@ -86,6 +162,7 @@ class RedisServer:
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _made_directory: bool = field(default=False, init=False, repr=False)
+    _guard: FolderGuard | None = field(default=None, init=False, repr=False)
 
     @property
     def socket_path(self) -> Path:
@@ -109,6 +186,8 @@ class RedisServer:
             self._made_directory = True
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
+        if self._made_directory and self._guard is None:
+            self._guard = FolderGuard(self.directory)
         args = [
             self.binary,
             "--port", str(self.port),
@@ -154,6 +233,9 @@ class RedisServer:
             self.socket_path.unlink()
         if self._made_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.dismiss()
         atexit.unregister(self.stop)
 
     def kill(self) -> None:

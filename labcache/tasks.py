@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+# The package's own folder, resolved (an editable install, a symlinked checkout).
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def running_tasks(loop: asyncio.AbstractEventLoop | None = None) -> set[asyncio.Task[Any]]:
+    """The loop's unfinished tasks running labcache's own code, found by folder, not substring.
+
+    `"labcache" in code.co_filename` also matches ipykernel's tasks when the venv is inside a
+    clone named labcache (what `git clone .../labcache` gives).
+    """
+    found: set[asyncio.Task[Any]] = set()
+    for task in asyncio.all_tasks(loop):
+        coro = task.get_coro()
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is not None and _in_package(code.co_filename):
+            found.add(task)
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _in_package(filename: str) -> bool:
+    if filename.startswith("<"):  # <string>, <frozen ...>: not a file
+        return False
+    return Path(filename).resolve().is_relative_to(PACKAGE_DIR)
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any] | None]) -> None:

@@ -1,0 +1,81 @@
+"""`running_tasks()`: labcache's own tasks, found by the package's folder (issue 18, part 1).
+
+A clone is usually a folder named labcache with the venv inside it, so `"labcache" in
+co_filename` also matched ipykernel's tasks there, and notebook 05's task lists changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from labcache.backplane import Backplane
+from labcache.tasks import PACKAGE_DIR, cancel_and_wait, running_tasks
+
+# Code that lives under a folder named labcache but is not the package (like a venv's ipykernel).
+ELSEWHERE = """
+import asyncio
+
+async def idle():
+    await asyncio.sleep(3600)
+"""
+
+
+def _import_from(path: Path, name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_package_dir_is_the_package() -> None:
+    assert (PACKAGE_DIR / "tasks.py").is_file()
+    assert PACKAGE_DIR.is_absolute()
+
+
+async def test_lists_labcache_tasks_not_code_in_other_folders_named_labcache(
+    tmp_path: Path, redis: aioredis.Redis, namespace: str
+) -> None:
+    folder = tmp_path / "labcache" / "site-packages" / "labcache_elsewhere"
+    folder.mkdir(parents=True)
+    (folder / "elsewhere.py").write_text(ELSEWHERE, encoding="utf-8")
+    elsewhere = _import_from(folder / "elsewhere.py", "labcache_elsewhere_for_test")
+
+    stranger = asyncio.create_task(elsewhere.idle(), name="stranger")
+    backplane = Backplane(
+        redis,
+        namespace + "__invalidate__",
+        on_keys=lambda keys: None,
+        on_pattern=lambda pattern: None,
+        on_reset=lambda reason: None,
+    )
+    await backplane.start()
+    try:
+        # What the substring test saw: both tasks' code has "labcache" in its path.
+        filename = stranger.get_coro().cr_code.co_filename  # type: ignore[union-attr]
+        assert "labcache" in filename
+        names = {t.get_name() for t in running_tasks()}
+        assert backplane.name in names
+        assert "stranger" not in names
+        assert asyncio.current_task() not in running_tasks()  # this test's own code
+    finally:
+        await backplane.stop()
+        await cancel_and_wait([stranger])
+    assert {t.get_name() for t in running_tasks()} == set()
+
+
+async def test_ended_tasks_are_not_listed(redis: aioredis.Redis, namespace: str) -> None:
+    backplane = Backplane(
+        redis,
+        namespace + "__invalidate__",
+        on_keys=lambda keys: None,
+        on_pattern=lambda pattern: None,
+        on_reset=lambda reason: None,
+    )
+    await backplane.start()
+    await backplane.stop()
+    assert backplane.name not in {t.get_name() for t in running_tasks()}
