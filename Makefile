@@ -2,11 +2,15 @@
 #
 #   make lab     JupyterLab on notebooks/ (creates .venv on first use)
 #   make test    lint + type check + tests + notebooks (nbval) + quick benchmark
+#   make test-python PYTHON=python3.13
+#                the library tests only (no notebooks, no browser) in .venv-3.13, a venv of
+#                that interpreter's own; CI runs it with the oldest and newest supported Pythons
 #   make lint    ruff check, ruff format --check, mypy
 #   make format  ruff format + ruff check --fix
 #   make bench   the full benchmark (BENCH_ARGS=... for options)
 #   make data    regenerate data/ with the seeded generator
-#   make clean   remove caches, artifacts and labcache's runtime folder (distclean: also .venv)
+#   make clean   remove caches, artifacts and labcache's runtime folder
+#                (distclean: also .venv and the .venv-3.* of test-python)
 #
 # Variables: PYTHON (the interpreter that creates .venv), PYTEST_ARGS, BENCH_ARGS, LAB_ARGS, PORT.
 
@@ -30,7 +34,10 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 # No graphical session on Linux: print the URL instead of launching a terminal browser.
 NO_BROWSER := $(if $(filter Linux,$(shell uname -s 2>/dev/null)),$(if $(DISPLAY)$(WAYLAND_DISPLAY),,--no-browser),)
 
-.PHONY: lab test lint format bench data clean distclean venv
+# The library tests: tests/ without the ones that drive a browser or execute notebooks.
+LIBRARY_TESTS := -m "not browser and not notebook"
+
+.PHONY: lab test test-python test-library lint format bench data clean distclean venv
 
 venv: $(STAMP)
 
@@ -70,6 +77,17 @@ test: lint
 		echo "labcache/bench.py not present yet: skipping the quick benchmark"; \
 	fi
 
+# test-python names the venv after $(PYTHON)'s version, then runs test-library in it.
+test-python:
+	@version=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])') \
+		|| { echo "$(PYTHON) does not run here: try make test-python PYTHON=python3.13" >&2; \
+			exit 1; }; \
+	$(MAKE) --no-print-directory test-library PYTHON=$(PYTHON) VENV=.venv-$$version
+
+test-library: $(STAMP)
+	@echo "library tests with $$($(BIN)/python --version) in $(VENV)"
+	$(BIN)/pytest -p no:cacheprovider -ra tests $(LIBRARY_TESTS) $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m labcache.bench $(BENCH_ARGS)
 
@@ -79,8 +97,8 @@ data: $(STAMP)
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis .labcache artifacts bench-results \
 		build dist *.egg-info
-	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
-		-type d -print -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path './.venv-3.*' \) -prune -o \
+		\( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-3.*

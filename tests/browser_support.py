@@ -36,6 +36,8 @@ CHROMIUM_ARGS = [
 # User settings JupyterLab reads at start: no news/update pop-up over the screenshots.
 LAB_SETTINGS: dict[str, dict[str, Any]] = {
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    # Each cell's run is timed in its metadata: a slider's wait scales with its cell's run time.
+    "@jupyterlab/notebook-extension/tracker": {"recordTiming": True},
 }
 
 
@@ -411,5 +413,60 @@ RENDER_SETTLED = (
   const shown = cells.reduce((n, c) => n + c.plots.length, 0);
   return shown >= expected
     && outs.every(o => (!o.widget || o.widgetRendered) && (!o.plotly || o.plotlyRendered));
+}"""
+)
+
+# Start recording, with timestamps, every message the notebook's kernel sends on iopub (status,
+# comm updates, outputs) and every status change, to show what the kernel did after an action.
+RECORD_KERNEL = (
+    "(path) => {"
+    + FIND_PANEL
+    + """
+  const panel = findPanel(path);
+  const ctx = panel.sessionContext;
+  if (window.__labcacheKernel && window.__labcacheKernel.path === path) return true;
+  const log = {path, messages: [], statuses: []};
+  window.__labcacheKernel = log;
+  ctx.iopubMessage.connect((_, msg) => {
+    const content = msg.content || {};
+    const parent = msg.parent_header || {};
+    log.messages.push([Date.now() / 1000, msg.header.msg_type, content.execution_state || '',
+                       parent.msg_type || '', (content.data && content.data.method) || '']);
+    if (log.messages.length > 5000) log.messages.splice(0, 1000);
+  });
+  ctx.statusChanged.connect((_, s) => log.statuses.push([Date.now() / 1000, s]));
+  return true;
+}"""
+)
+
+# The kernel's status, its id, and what RECORD_KERNEL saw since `since` (seconds since the epoch).
+KERNEL_ACTIVITY = (
+    "([path, since]) => {"
+    + FIND_PANEL
+    + """
+  const panel = findPanel(path);
+  const ctx = panel.sessionContext;
+  const kernel = ctx.session ? ctx.session.kernel : null;
+  const log = window.__labcacheKernel || {messages: [], statuses: []};
+  const messages = log.messages.filter(m => m[0] >= since);
+  return {now: Date.now() / 1000, status: kernel ? kernel.status : 'no-kernel',
+          id: kernel ? kernel.id : null, messages,
+          lastMessage: messages.length ? messages[messages.length - 1][0] : null};
+}"""
+)
+
+# How long a code cell's last run took, from the timing JupyterLab records in its metadata.
+CELL_SECONDS = (
+    "([path, index]) => {"
+    + FIND_PANEL
+    + """
+  const panel = findPanel(path);
+  const cell = panel ? panel.content.model.cells.get(index) : null;
+  const e = cell && cell.getMetadata ? cell.getMetadata('execution') : null;
+  if (!e) return null;
+  const began = Date.parse(e['iopub.status.busy']);
+  const ended = Date.parse(e['shell.execute_reply'] || e['iopub.status.idle']);
+  return Number.isFinite(began) && Number.isFinite(ended) && ended >= began
+    ? (ended - began) / 1000 : null;
 }"""
 )

@@ -4,14 +4,15 @@ nbval proves the kernel side; this proves the page: for each notebook, restart t
 clear it from the Kernel menu, Run → Run All Cells, wait until every code cell has run and the
 kernel is idle, then check that no cell shows an error, that every widget and plotly figure
 rendered (titled, labelled, big enough), and save screenshots under artifacts/browser/<notebook>/.
-A second test per notebook moves the first slider that steers a live figure and waits for the
-figure to show new data.
+A second test per notebook moves the first slider that steers a live figure and waits until the
+figure shows new data and the kernel is idle.
 
 JupyterLab serves a copy of notebooks/ from a temp folder (the stored notebooks are never
 touched), with its own config, settings and workspaces there too, and REDIS_URL pointing at the
 suite's private redis-server (set by conftest.py). Skipped when no Chromium is found
 (/usr/bin/chromium, or $CHROMIUM). Knobs: LABCACHE_BROWSER_RUN_TIMEOUT (seconds per notebook run,
-default 90), LABCACHE_BROWSER_NOTEBOOKS (another folder of notebooks).
+default 90), LABCACHE_BROWSER_SLIDER_TIMEOUT (least seconds per slider move, default 150),
+LABCACHE_BROWSER_NOTEBOOKS (another folder of notebooks).
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from typing import Any
 import pytest
 
 from tests.browser_support import (
+    CELL_SECONDS,
     CHROMIUM_ARGS,
     FIGURE_POINTS,
     FIGURE_SIGNATURES,
     FIGURES_CHANGED,
     FIND_PANEL,
+    KERNEL_ACTIVITY,
     LAYOUT_SIGNATURES,
     NOTEBOOK_STATE,
+    RECORD_KERNEL,
     RECORD_STATUSES,
     RENDER_SETTLED,
     RENDERED,
@@ -49,7 +53,9 @@ NOTEBOOKS_DIR = Path(os.environ.get("LABCACHE_BROWSER_NOTEBOOKS") or ROOT / "not
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
 ARTIFACTS = ROOT / "artifacts" / "browser"
 RUN_TIMEOUT = float(os.environ.get("LABCACHE_BROWSER_RUN_TIMEOUT") or 90)
-SLIDER_TIMEOUT = 30.0  # seconds for a figure to react to one slider move (it may re-run a workload)
+# Seconds a slider move may take to show new data with the kernel idle again, at least (it may
+# re-run an experiment, or wait behind other kernel work: a fixed 30 s once failed under load).
+SLIDER_TIMEOUT = float(os.environ.get("LABCACHE_BROWSER_SLIDER_TIMEOUT") or 150)
 START_WAIT = 10.0  # the same, when the slider's output also has a start button (a dashboard)
 START_BUTTON = re.compile(r"\b(start|run|play)\b", re.IGNORECASE)
 STOP_BUTTON = re.compile(r"\b(stop|pause)\b", re.IGNORECASE)
@@ -437,14 +443,141 @@ def _wait_stable(run: NotebookRun, timeout: float = 30.0) -> None:
         run.page.wait_for_timeout(250)
 
 
-def _figures_changed(run: NotebookRun, before: list[list[str]], timeout: float) -> list[int] | None:
-    """Wait (polling) until some figure shows a data point not in `before`: their indices."""
-    try:
-        handle = run.page.wait_for_function(FIGURES_CHANGED, arg=[run.path, before],
-                                            timeout=timeout * 1000, polling=250)  # fmt: skip
-    except PlaywrightTimeout:
+def _wait_kernel_idle(run: NotebookRun, timeout: float) -> None:
+    """Wait until the page and the server both see the notebook's kernel idle."""
+    deadline = time.monotonic() + timeout
+    while True:
+        activity = run.page.evaluate(KERNEL_ACTIVITY, [run.path, time.time()])
+        server = _server_state(run, activity["id"])
+        if activity["status"] == "idle" and server in (None, "idle"):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{run.name}: before moving a slider, the kernel is still "
+                                 f"{activity['status']} (server: {server}) after "
+                                 f"{timeout:.0f} s")  # fmt: skip
+        run.page.wait_for_timeout(250)
+
+
+def _server_state(run: NotebookRun, kernel_id: str | None) -> str | None:
+    """The server's view of a kernel's execution_state (busy, idle, ...); None if unknown."""
+    if not kernel_id:
         return None
-    return list(handle.json_value())
+    try:
+        return str(run.lab.api("GET", f"/api/kernels/{kernel_id}").get("execution_state"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Reaction:
+    """What the figures and the kernel did after a slider move (seconds count from the move)."""
+
+    started: float  # time.time() at the move
+    waited: float = 0.0
+    changed: list[int] | None = None  # the figures that showed new data, once some did
+    changed_at: float | None = None
+    status: str = "unknown"  # the kernel's status at the last poll (page, and server if it differs)
+    status_since: float = 0.0
+    events: list[list[Any]] = field(default_factory=list)  # [seconds, what, how many times]
+
+    @property
+    def idle(self) -> bool:
+        return self.status == "idle"
+
+    @property
+    def done(self) -> bool:
+        return self.changed is not None and self.idle
+
+    def note(self, seconds: float, what: str) -> None:
+        if self.events and self.events[-1][1] == what:
+            self.events[-1][2] += 1
+        else:
+            self.events.append([seconds, what, 1])
+
+    def timeline(self, last: int = 14) -> str:
+        shown = [f"{t:+.1f} s {what}" + (f" x{n}" if n > 1 else "") for t, what, n in self.events]
+        skipped = len(shown) - last
+        return "; ".join((["..."] if skipped > 0 else []) + shown[-last:]) or "nothing"
+
+    def summary(self) -> str:
+        if self.done:
+            idle = max([t for t, what, _ in self.events if what.startswith("status idle")]
+                       + [self.status_since])  # fmt: skip
+            return (f"figure(s) {self.changed} showed new data after {self.changed_at:.1f} s, "
+                    f"the kernel last went idle at {idle:.1f} s")  # fmt: skip
+        if self.changed is not None:  # changed, but the kernel never settled
+            what = (f"figure(s) {self.changed} showed new data after {self.changed_at:.1f} s, "
+                    f"but the kernel is still {self.status} (since "
+                    f"{self.status_since:.1f} s)")  # fmt: skip
+        elif self.idle:
+            what = (f"the kernel is idle (since {self.status_since:.1f} s) but no figure showed "
+                    "new data")  # fmt: skip
+        else:
+            what = (f"no figure showed new data and the kernel is still {self.status} (since "
+                    f"{self.status_since:.1f} s: the move is queued behind other work, or its "
+                    "handler is still running)")  # fmt: skip
+        replied = any(what.startswith("comm_msg") for _, what, _ in self.events)
+        silent = "" if replied else "; the kernel sent no widget message after the move"
+        return f"after {self.waited:.0f} s, {what}{silent} (kernel: {self.timeline()})"
+
+
+def _await_reaction(
+    run: NotebookRun, before: list[list[str]], timeout: float, quiet: float | None = None
+) -> Reaction:
+    """Poll until some figure shows a data point not in `before` AND the kernel is idle.
+
+    Neither is proof alone: new data may be the first step of several, and an idle kernel may
+    still run the handler as a task (labcache's on_change does). So both must hold at one poll,
+    the kernel's status read from the page and from the server's REST API (they must agree).
+    With `quiet`, give up early once the kernel has been idle that long with nothing changed.
+    """
+    reaction = Reaction(started=time.time())
+    deadline = time.monotonic() + timeout
+    seen = reaction.started - 2.0  # the move's own messages may precede `started` a little
+    while True:
+        activity = run.page.evaluate(KERNEL_ACTIVITY, [run.path, seen])
+        changed = run.page.evaluate(FIGURES_CHANGED, [run.path, before])
+        server = _server_state(run, activity["id"])
+        now = time.time() - reaction.started
+        for t, kind, state, parent, method in activity["messages"]:
+            if t > seen:
+                what = f"status {state} ({parent})" if kind == "status" else f"{kind} {method}"
+                reaction.note(t - reaction.started, what.strip())
+                seen = t
+        page = activity["status"]
+        status = page if server in (None, page) else f"{page} (server: {server})"
+        if status != reaction.status:
+            reaction.status, reaction.status_since = status, max(now, 0.0)
+        if changed and reaction.changed is None:
+            reaction.changed, reaction.changed_at = list(changed), now
+            reaction.note(now, f"figure(s) {reaction.changed} changed")
+        reaction.waited = now
+        gave_up = (quiet is not None and reaction.changed is None and reaction.idle
+                   and now - reaction.status_since >= quiet and now >= quiet)  # fmt: skip
+        if reaction.done or gave_up or time.monotonic() > deadline:
+            return reaction
+        run.page.wait_for_timeout(500)
+
+
+def _time_left(request: pytest.FixtureRequest, began: float, margin: float = 30.0) -> float:
+    """Seconds before pytest-timeout stops this test (begun at `began`), less a margin."""
+    try:
+        limit = float(request.config.getoption("timeout") or request.config.getini("timeout") or 0)
+    except (ValueError, TypeError):  # pytest-timeout absent, or an odd value: no limit known
+        limit = 0.0
+    return float("inf") if limit <= 0 else limit - (time.monotonic() - began) - margin
+
+
+def _slider_timeout(run: NotebookRun, cell: int, budget: float) -> float:
+    """How long one move may take: SLIDER_TIMEOUT, or more if the cell's own run was long.
+
+    A move re-runs (part of) what the slider's cell ran in Run All, under the same load, so ten
+    times that cell's run is a generous bound that grows with the load; `budget` is what is
+    left of the test's pytest-timeout, so that the failure message is this test's, not a kill.
+    """
+    seconds = run.page.evaluate(CELL_SECONDS, [run.path, cell])
+    wanted = max(SLIDER_TIMEOUT, 10 * float(seconds or 0))
+    return max(min(wanted, budget), 10.0)
 
 
 def _button(cell: Any, pattern: re.Pattern[str]) -> Any:
@@ -457,13 +590,15 @@ def _button(cell: Any, pattern: re.Pattern[str]) -> Any:
     return None
 
 
-def test_slider_updates_live_figure(notebook: NotebookRun) -> None:
+def test_slider_updates_live_figure(notebook: NotebookRun, request: pytest.FixtureRequest) -> None:
     """Moving the first slider linked to a FigureWidget makes that figure show new data.
 
     A slider that re-runs its experiment must change the figure by itself. A dashboard's sliders
     steer a *running* workload instead: when the slider's output has a start/run button and the
     move alone changes nothing, the test presses it, moves the slider back and waits again.
+    Every wait ends when a figure shows new data and the kernel is idle, never at a fixed time.
     """
+    began = time.monotonic()
     notebook.run()
     sliders = [s for s in _sliders(notebook) if not s["disabled"]]
     if not sliders:
@@ -476,8 +611,10 @@ def test_slider_updates_live_figure(notebook: NotebookRun) -> None:
     tried = []
     for slider in candidates:
         label = repr(slider["label"]) if slider["label"] else "(no description)"
-        name = f"slider {label} in cell {slider['cell']} {slider['prompt']}"
-        notebook.page.wait_for_function(KERNEL_IDLE, arg=notebook.path, timeout=60_000)
+        name = f"slider {label} in cell {slider['cell']} {slider['prompt']}".rstrip()
+        # A move made while the kernel is busy waits behind that work: start from an idle kernel.
+        _wait_kernel_idle(notebook, max(min(SLIDER_TIMEOUT, _time_left(request, began)), 10.0))
+        notebook.page.evaluate(RECORD_KERNEL, notebook.path)
         logs_before = notebook.page.evaluate(LOG_COUNT)
         before = notebook.page.evaluate(FIGURE_POINTS, notebook.path)
         layouts = notebook.page.evaluate(LAYOUT_SIGNATURES, notebook.path)
@@ -487,45 +624,51 @@ def test_slider_updates_live_figure(notebook: NotebookRun) -> None:
             slider["nth"]).scroll_into_view_if_needed()  # fmt: skip
         notebook.screenshot("slider-before")
         cell.screenshot(path=str(notebook.shots / "slider-cell-before.png"))
+
+        def timeout(cell_index: int = slider["cell"]) -> float:
+            return _slider_timeout(notebook, cell_index, _time_left(request, began))
+
         old, new = _move(notebook, slider["nth"])
         if old == new:
             tried.append(f"{name}: End/Home did not move it (readout {old!r})")
             continue
-        started = time.monotonic()
-        changed = _figures_changed(notebook, before, START_WAIT if start else SLIDER_TIMEOUT)
+        limit = timeout()
+        reaction = _await_reaction(notebook, before, limit, quiet=START_WAIT if start else None)
         how = "the slider re-ran the experiment"
-        if changed is None and start is not None:
+        if start is not None and reaction.changed is None and reaction.idle:
             label = (start.text_content() or "").strip()
             start.click()
-            if _figures_changed(notebook, before, SLIDER_TIMEOUT) is None:
-                tried.append(
-                    f"{name}: moving it changed nothing; after pressing {label!r} the figure "
-                    f"still did not update within {SLIDER_TIMEOUT:.0f} s"
-                )
+            limit = timeout()
+            pressed = _await_reaction(notebook, before, limit)
+            if not pressed.done:
+                tried.append(f"{name}: moving it changed nothing; after pressing {label!r}, "
+                             f"{pressed.summary()}")  # fmt: skip
                 continue
             before = notebook.page.evaluate(FIGURE_POINTS, notebook.path)
             old, new = _move(notebook, slider["nth"], keys=("Home", "End"))
-            started = time.monotonic()
-            changed = _figures_changed(notebook, before, SLIDER_TIMEOUT)
+            limit = timeout()
+            reaction = _await_reaction(notebook, before, limit)
             how = (
                 f"moving it alone changed nothing; after pressing {label!r}, the figure updated "
                 "live while the slider moved (a dashboard steering a running workload)"
             )
-        if changed is None:
+        if not reaction.done:
             now = notebook.page.evaluate(LAYOUT_SIGNATURES, notebook.path)
-            hint = " (only a layout changed)" if now != layouts else ""
-            tried.append(f"{name}: moved {old!r} -> {new!r}, no figure showed new data within "
-                         f"{SLIDER_TIMEOUT:.0f} s{hint}")  # fmt: skip
+            hint = "; only a layout changed" if now != layouts else ""
+            tried.append(f"{name}: moved {old!r} -> {new!r} and waited up to {limit:.0f} s: "
+                         f"{reaction.summary()}{hint}")  # fmt: skip
             continue
-        reacted = time.monotonic() - started
+        assert reaction.changed is not None  # done: new data, and the kernel idle
         _wait_stable(notebook)
-        figure = notebook.page.locator(".jp-Notebook .js-plotly-plot").nth(changed[0])
+        figure = notebook.page.locator(".jp-Notebook .js-plotly-plot").nth(reaction.changed[0])
         figure.scroll_into_view_if_needed()
         notebook.screenshot("slider-after")
         figure.screenshot(path=str(notebook.shots / "slider-figure-after.png"))
         cell.screenshot(path=str(notebook.shots / "slider-cell-after.png"))
-        print(f"\n{notebook.name}: {name} moved {old!r} -> {new!r}; figure(s) {changed} changed "
-              f"after {reacted:.1f} s; {how}")  # fmt: skip
+        ran = notebook.page.evaluate(CELL_SECONDS, [notebook.path, slider["cell"]])
+        ran_for = f", its cell ran in {ran:.1f} s" if ran is not None else ""
+        print(f"\n{notebook.name}: {name} moved {old!r} -> {new!r}; {reaction.summary()} "
+              f"(limit {limit:.0f} s{ran_for}); {how}")  # fmt: skip
         stop = _button(cell, STOP_BUTTON)
         if start is not None and stop is not None:
             stop.click()

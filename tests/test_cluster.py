@@ -408,6 +408,7 @@ EX2_ONE_NODE = (
 )
 
 
+@pytest.mark.notebook
 def test_notebook_08_exercise_checks_tell_right_from_wrong() -> None:
     """The notebook's own set-up and check cells, in one kernel, with wrong and right answers."""
     source = nbformat.read(NB08, as_version=4)

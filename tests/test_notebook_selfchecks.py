@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.notebook
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 # (answer: a cell id in the notebook or code to run instead, check cell id, expected fragments)

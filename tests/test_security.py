@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
 import shutil
+import ssl
 import stat
 import subprocess
 import sys
@@ -314,18 +316,39 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+# Python 3.13+ verifies strictly (VERIFY_X509_STRICT) and refuses a bare `openssl req -x509`
+# CA ("CA cert does not include key usage extension"). A proper CA has basicConstraints CA:TRUE
+# and keyUsage keyCertSign; the server certificate names its host in subjectAltName and points
+# back at the CA with an authority key identifier. The same steps as the README's TLS recipe
+# (extension files for `openssl x509 -req`: no system openssl.cnf defaults, no duplicates).
+_CA_EXTENSIONS = """\
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+"""
+_SERVER_EXTENSIONS = """\
+basicConstraints = critical, CA:FALSE
+subjectAltName = IP:127.0.0.1, DNS:localhost
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+"""
+
+
 def _make_certs(directory: Path) -> tuple[Path, Path, Path]:
     """A private CA and a server certificate for 127.0.0.1/localhost (EC keys: fast)."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+    (directory / "ca.ext").write_text(_CA_EXTENSIONS)
+    (directory / "server.ext").write_text(_SERVER_EXTENSIONS)
+    _openssl("req", "-new", *ec, "-keyout", "ca.key", "-out", "ca.csr",
              "-subj", "/CN=labcache test CA", cwd=directory)  # fmt: skip
+    _openssl("x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-out", "ca.crt",
+             "-days", "1", "-extfile", "ca.ext", cwd=directory)  # fmt: skip
     _openssl("req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr",
              "-subj", "/CN=localhost", cwd=directory)  # fmt: skip
-    (directory / "ext.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
-    )
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "ext.cnf",
+             "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "server.ext",
              cwd=directory)  # fmt: skip
     return directory / "ca.crt", directory / "server.crt", directory / "server.key"
 
@@ -355,6 +378,11 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int, Path]]:
 
 async def test_rediss_with_a_private_ca(tls_server: tuple[RedisServer, int, Path]) -> None:
     _, port, ca = tls_server
+    strict = ssl.create_default_context(cafile=str(ca))
+    strict.verify_flags |= ssl.VERIFY_X509_STRICT  # Python 3.13's default, here on every Python
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=strict)
+    writer.close()
+    await writer.wait_closed()
     client = await connect(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}", announce=False)
     assert await client.ping()
     assert client.connection_pool.connection_class.__name__ == "SSLConnection"
