@@ -403,11 +403,12 @@ class MultiLevelCache:
                 value, record = found
                 now = self.clock()
                 if now < record.expires_at:
-                    if opts.early_refresh > 0:
-                        self._maybe_refresh_early(read, record.expires_at, record.load_time, now)
+                    expires_at, load_time = record.expires_at, record.load_time
+                    if self._draw_fires(full, expires_at, load_time, opts.early_refresh, now):
+                        self._refresh_early(read, expires_at, load_time, now)
                     if not skip_memory:
-                        bound = self._l1_bound(opts, memory_ttl, now, record.expires_at, ttl)
-                        early = _early_info(opts, record.expires_at, record.load_time)
+                        bound = self._l1_bound(opts, memory_ttl, now, expires_at, ttl)
+                        early = _early_info(opts, expires_at, load_time)
                         self._fill_l1(full, value, bound, len(data), early)
                     self.stats.l2_hits += 1
                     self._emit(HIT, key, L2, start)
@@ -675,27 +676,22 @@ class MultiLevelCache:
         self._slider = Sliding(self.redis)
         return self._slider
 
-    def _maybe_refresh_early(
-        self,
-        read: _Read,
-        expires_at: float,
-        load_time: float,
-        now: float,
-        *,
-        recheck: bool = False,
-    ) -> None:
-        """XFetch (the paper's rule): start the one background refresh if this read's draw says so.
+    def _draw_fires(
+        self, full: str, expires_at: float, load_time: float, beta: float, now: float
+    ) -> bool:
+        """XFetch (the paper's rule): does this read's draw start the key's background refresh?"""
+        if beta <= 0 or load_time <= 0 or self.refreshes.pending(full) is not None:
+            return False
+        return now >= self.xfetch.refresh_at(expires_at, load_time, beta)
 
-        `recheck`: the read was an L1 hit, so Redis may already hold a newer record (another
-        instance refreshed it); the refresh looks there first and loads only if it does not.
+    def _refresh_early(
+        self, read: _Read, expires_at: float, load_time: float, now: float, *, recheck: bool = False
+    ) -> None:
+        """Start the refresh a draw chose. `recheck`: the draw was made on an L1 hit, so Redis
+        may already hold a newer record (another instance refreshed it); look there first.
         """
-        if load_time <= 0 or self.refreshes.pending(read.full) is not None:
-            return
-        if now < self.xfetch.refresh_at(expires_at, load_time, read.opts.early_refresh):
-            return
         self.stampede_stats.early_refreshes += 1
-        early_by = f"{expires_at - now:.3f}s early"
-        self._emit(EARLY_REFRESH, read.key, SOURCE, None, detail=early_by)
+        self._emit(EARLY_REFRESH, read.key, SOURCE, None, detail=f"{expires_at - now:.3f}s early")
         self._refresh(read, expires_at, load_time, recheck=recheck)
 
     def _draw_on_l1_hit(
@@ -710,21 +706,17 @@ class MultiLevelCache:
         overrides: tuple[Any, ...],
         start: float,
     ) -> None:
-        """An L1 hit of a key under early refresh: draw as a read of Redis would (no command)."""
+        """An L1 hit of a key under early refresh draws as a Redis read would (sending nothing)."""
         expires_at, load_time, beta = early
         if overrides[0] is not None:  # this read's own early_refresh
             beta = _seconds(overrides[0], "early_refresh")
-        if beta <= 0 or self.refreshes.pending(full) is not None:
-            return
         now = self.clock()
-        if now < self.xfetch.refresh_at(expires_at, load_time, beta):
+        if not self._draw_fires(full, expires_at, load_time, beta, now):
             return
         read = self._new_read(key, full, loader, ttl, memory_ttl, tags, overrides, start)
-        if read.opts.early_refresh != beta:
+        if read.opts.early_refresh != beta:  # the copy was filled under another read's beta
             read.opts = replace(read.opts, early_refresh=beta)
-        self.stampede_stats.early_refreshes += 1
-        self._emit(EARLY_REFRESH, key, SOURCE, None, detail=f"{expires_at - now:.3f}s early")
-        self._refresh(read, expires_at, load_time, recheck=True)
+        self._refresh_early(read, expires_at, load_time, now, recheck=True)
 
     async def _serve_stale(self, read: _Read, value: Any, record: entry.Entry) -> Any:
         """Within grace: one background refresh; wait up to the soft timeout, else serve stale."""
