@@ -152,6 +152,10 @@ class FolderGuard:
                 proc.stdin.close()
 
 
+# The longest unix socket path that fits everywhere (sockaddr_un: 104 bytes on macOS, 108 Linux).
+SOCKET_PATH_MAX = 100
+
+
 @dataclass
 class RedisServer:
     """One redis-server child process; `url` is what `redis.asyncio.from_url` takes."""
@@ -188,12 +192,15 @@ class RedisServer:
         os.chmod(self.directory, 0o700)
         if self._made_directory and self._guard is None:
             self._guard = FolderGuard(self.directory)
+        unix: tuple[str, ...] = ("--unixsocket", str(self.socket_path), "--unixsocketperm", "700")
+        if len(os.fsencode(self.socket_path)) > SOCKET_PATH_MAX:
+            # Too deep a folder for a unix socket (a long TMPDIR or project path): loopback TCP.
+            unix, self.port = (), self.port or free_port()
         args = [
             self.binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
-            "--unixsocket", str(self.socket_path),
-            "--unixsocketperm", "700",
+            *unix,
             "--dir", str(self.directory),
             "--save", "",
             "--appendonly", "no",

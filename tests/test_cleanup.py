@@ -137,3 +137,12 @@ def test_local_cluster_stop_dismisses_its_guard(
         assert guard is not None and guard.active
     assert not guard.active
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_too_deep_for_a_unix_socket_gets_loopback_tcp(tmp_path: Path) -> None:
+    """A long TMPDIR or project path: redis-server refuses a socket path over 107 bytes."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    with RedisServer(directory=deep) as server:
+        assert server.port and server.url.startswith("redis://127.0.0.1:")
+        assert server._answers_ping()
+        assert not server.socket_path.exists()
