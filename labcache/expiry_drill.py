@@ -77,8 +77,8 @@ class _Source:
 
     def __init__(self, clock: ManualClock, delta: float) -> None:
         self.clock, self.delta = clock, delta
+        # Loads parked until the drill's clock reaches their end, soonest first.
         self.gates: list[tuple[float, int, asyncio.Future[None]]] = []
-        self.parked = 0
         self.loads: list[tuple[float, float]] = []  # (start, end) of each finished load
         self._order = itertools.count()
 
@@ -86,11 +86,7 @@ class _Source:
         start = self.clock()
         gate = asyncio.get_running_loop().create_future()
         heapq.heappush(self.gates, (start + self.delta, next(self._order), gate))
-        self.parked += 1
-        try:
-            await gate
-        finally:
-            self.parked -= 1
+        await gate
         self.loads.append((start, self.clock()))
         return {"version": len(self.loads)}
 
@@ -118,9 +114,10 @@ async def expiry_drill(
 
     def settled() -> bool:
         # Every unfinished reader waits on a load, and every load in flight waits at its gate.
+        # (A gate leaves the heap when opened, so a released load counts as busy at once.)
         joined = sum(c.waiting(key) for c in caches)
         busy = len(readers) + sum(c.in_flight for c in caches)
-        return busy == joined + source.parked
+        return busy == joined + len(source.gates)
 
     async def settle() -> None:
         deadline = loop.time() + settle_timeout
@@ -163,17 +160,22 @@ def _tally(
     instances: int,
     reads: int,
 ) -> DrillResult:
-    """Group the loads by expiry (loads starting within ttl/2 of a group's first) and count."""
+    """Group the loads by the expiry they answer, and count.
+
+    A load belongs to the current expiry if it started before that expiry's first load landed
+    (until then Redis holds only the old record); a later one answers the next expiry.
+    """
     groups: list[list[tuple[float, float]]] = []
     for load in sorted(loads):
-        if groups and load[0] - groups[-1][0][0] < ttl / 2:
+        if groups and load[0] < min(end for _, end in groups[-1]):
             groups[-1].append(load)
         else:
             groups.append([load])
     result = DrillResult(rate, instances, reads, max(0, len(groups) - 1), 0, 0, 0)
     for before, group in itertools.pairwise(groups):  # the first group is the warm-up
-        old_expiry = max(end for _, end in before) + ttl  # the record in Redis: the last stored
         first_start = group[0][0]
+        # The record this expiry replaces: the last one stored before its first load started.
+        old_expiry = max(end for _, end in before if end <= first_start) + ttl
         last_end = max(end for _, end in group)
         result.loads += len(group)
         result.lead.append((old_expiry - first_start) / delta)
