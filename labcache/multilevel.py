@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple, TypeVar, cast
 
 import pandas as pd
@@ -375,10 +375,13 @@ class MultiLevelCache:
                 self.stats.l1_hits += 1
                 if self.events:
                     self._emit(HIT, key, L1, start)
-                if item.early is not None:  # XFetch draws on L1 hits too, with no Redis call
-                    overrides = (early_refresh, grace, soft_timeout, hard_timeout, sliding)
-                    self._draw_on_l1_hit(item.early, key, full, loader, ttl, memory_ttl, tags,
-                                         overrides, start)  # fmt: skip
+                # XFetch draws on L1 hits too, with no Redis call; a read is built only if it fires.
+                early = item.early
+                if early is not None and (beta := self._l1_draw(early, full, early_refresh)):
+                    chosen = (beta, grace, soft_timeout, hard_timeout, sliding)
+                    read = self._new_read(key, full, loader, ttl, memory_ttl, tags, chosen, start)
+                    expires_at, load_time, _ = early
+                    self._refresh_early(read, expires_at, load_time, self.clock(), recheck=True)
                 value: T = item.value
                 return value
         validate_key(key)
@@ -694,29 +697,17 @@ class MultiLevelCache:
         self._emit(EARLY_REFRESH, read.key, SOURCE, None, detail=f"{expires_at - now:.3f}s early")
         self._refresh(read, expires_at, load_time, recheck=recheck)
 
-    def _draw_on_l1_hit(
-        self,
-        early: tuple[float, float, float],
-        key: str,
-        full: str,
-        loader: Loader[Any],
-        ttl: float | None,
-        memory_ttl: float | None,
-        tags: Iterable[str],
-        overrides: tuple[Any, ...],
-        start: float,
-    ) -> None:
-        """An L1 hit of a key under early refresh draws as a Redis read would (sending nothing)."""
+    def _l1_draw(
+        self, early: tuple[float, float, float], full: str, early_refresh: float | None
+    ) -> float:
+        """An L1 hit's XFetch draw, as a Redis read would make it: the beta to refresh with if it
+        fires, else 0. `early_refresh` is this read's own beta, if it gave one.
+        """
         expires_at, load_time, beta = early
-        if overrides[0] is not None:  # this read's own early_refresh
-            beta = _seconds(overrides[0], "early_refresh")
-        now = self.clock()
-        if not self._draw_fires(full, expires_at, load_time, beta, now):
-            return
-        read = self._new_read(key, full, loader, ttl, memory_ttl, tags, overrides, start)
-        if read.opts.early_refresh != beta:  # the copy was filled under another read's beta
-            read.opts = replace(read.opts, early_refresh=beta)
-        self._refresh_early(read, expires_at, load_time, now, recheck=True)
+        if early_refresh is not None:
+            beta = _seconds(early_refresh, "early_refresh")
+        fires = self._draw_fires(full, expires_at, load_time, beta, self.clock())
+        return beta if fires else 0.0
 
     async def _serve_stale(self, read: _Read, value: Any, record: entry.Entry) -> Any:
         """Within grace: one background refresh; wait up to the soft timeout, else serve stale."""

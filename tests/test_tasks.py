@@ -37,6 +37,13 @@ def test_package_dir_is_the_package() -> None:
     assert PACKAGE_DIR.is_absolute()
 
 
+def _backplane(redis: aioredis.Redis, namespace: str) -> Backplane:
+    """A real labcache background task (a BackgroundListener) that does nothing on messages."""
+    ignore = lambda _arg: None  # noqa: E731
+    return Backplane(redis, namespace + "__invalidate__", on_keys=ignore, on_pattern=ignore,
+                     on_reset=ignore)  # fmt: skip
+
+
 async def test_lists_labcache_tasks_not_code_in_other_folders_named_labcache(
     tmp_path: Path, redis: aioredis.Redis, namespace: str
 ) -> None:
@@ -46,13 +53,7 @@ async def test_lists_labcache_tasks_not_code_in_other_folders_named_labcache(
     elsewhere = _import_from(folder / "elsewhere.py", "labcache_elsewhere_for_test")
 
     stranger = asyncio.create_task(elsewhere.idle(), name="stranger")
-    backplane = Backplane(
-        redis,
-        namespace + "__invalidate__",
-        on_keys=lambda keys: None,
-        on_pattern=lambda pattern: None,
-        on_reset=lambda reason: None,
-    )
+    backplane = _backplane(redis, namespace)
     await backplane.start()
     try:
         # What the substring test saw: both tasks' code has "labcache" in its path.
@@ -69,13 +70,7 @@ async def test_lists_labcache_tasks_not_code_in_other_folders_named_labcache(
 
 
 async def test_ended_tasks_are_not_listed(redis: aioredis.Redis, namespace: str) -> None:
-    backplane = Backplane(
-        redis,
-        namespace + "__invalidate__",
-        on_keys=lambda keys: None,
-        on_pattern=lambda pattern: None,
-        on_reset=lambda reason: None,
-    )
+    backplane = _backplane(redis, namespace)
     await backplane.start()
     await backplane.stop()
     assert backplane.name not in {t.get_name() for t in running_tasks()}
