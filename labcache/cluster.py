@@ -513,7 +513,8 @@ class LocalCluster:
         """None when healthy, else what is wrong (for the timeout message).
 
         Healthy: every running node says cluster_state:ok, sees every running node as alive,
-        sees every slot served by a live primary, and (if a replica) is in sync with it.
+        sees every slot served by a live primary and no primary without slots (a restarted node
+        is a replica by then), and (if a replica) is in sync with it.
         """
         live = {p for p, s in self.servers.items() if s.running}
         for port in sorted(live):
@@ -531,6 +532,8 @@ class LocalCluster:
             served = sum(b - a + 1 for n in view if n.role == "primary" for a, b in n.slots)
             if served != SLOTS or any(n.slots and not n.alive for n in view):
                 return f"node {port}: some slots have no live primary"
+            if any(n.role == "primary" and not n.slots for n in view):  # a node rejoining
+                return f"node {port} sees a primary with no slots (not yet a replica)"
             replicas = {n.primary_of for n in view if n.role == "replica" and n.alive}
             if sum(len(entry) - 3 for entry in slot_map) < sum(
                 len(n.slots) for n in view if n.node_id in replicas
