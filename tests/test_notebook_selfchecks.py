@@ -1,23 +1,26 @@
-"""The notebooks' exercise checks: PASS for a right answer, FAIL with the reason for wrong ones.
+"""The notebooks' exercise checks tell a stub, wrong answers and the solution apart.
 
-nbval only sees the stored answer, which passes. Here each case runs the notebook's own set-up
-cells, then a student's (wrong or right) answer, then the notebook's own check cell, in one
-kernel against the suite's Redis (`REDIS_URL` from conftest), and reads what the check printed.
+nbval only sees the stored stubs, whose checks say NOT ATTEMPTED. Here each case runs the
+notebook's own set-up cells (ids `imports`, `settings`, `connect`), then a student's answer (a
+cell of the notebook, or code: a wrong answer, or the course's solution imported from
+`labcache.lab.solutions`), then the notebook's own check cell, in one kernel against the suite's
+Redis (`REDIS_URL` from conftest), and reads what the check printed. The cases of each notebook
+are in `tests/selfchecks/nbNN.py`.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.selfchecks import Case
+
 pytestmark = pytest.mark.notebook
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-# (answer: a cell id in the notebook or code to run instead, check cell id, expected fragments)
-Case = tuple[str, str, tuple[str, ...]]
 
 
 def run_checks(notebook: str, cases: list[Case], cleanup: str) -> list[str]:
@@ -45,83 +48,11 @@ def assert_cases(printed: list[str], cases: list[Case]) -> None:
             assert fragment in text, f"answer {answer!r}: expected {fragment!r} in {text!r}"
 
 
-NB01_CASES: list[Case] = [
-    ("await redis.set(NS + 'exercise:greeting', 'hi')", "ex1-check", ("FAIL", "never expires")),
-    ("await redis.set(NS + 'exercise:greeting', 'hi', ex=3600)", "ex1-check", ("FAIL", "3600 s")),
-    (
-        "await redis.delete(NS + 'exercise:greeting')\n"
-        "await redis.rpush(NS + 'exercise:greeting', 'hi')\n"
-        "await redis.expire(NS + 'exercise:greeting', 20)",
-        "ex1-check",
-        ("FAIL", "holds a list"),
-    ),
-    ("await redis.delete(NS + 'exercise:greeting')", "ex1-check", ("FAIL", "does not exist")),
-    ("ex1-answer", "ex1-check", ("PASS",)),
-    (
-        "await unlink_matching(redis, NS + 'exercise:p:*')\n"
-        "for i in range(50):\n"
-        "    await redis.set(f'{NS}exercise:p:{i}', 'x', ex=60)\n"
-        "one_by_one_ms, pipelined_ms = 10.0, 1.0",
-        "ex2-check",
-        ("FAIL", "50 of the 100 keys"),
-    ),
-    (
-        "for i in range(100):\n"
-        "    await redis.set(f'{NS}exercise:p:{i}', 'x')\n"
-        "one_by_one_ms, pipelined_ms = 10.0, 1.0",
-        "ex2-check",
-        ("FAIL", "never expire"),
-    ),
-    (
-        "for i in range(100):\n"
-        "    await redis.set(f'{NS}exercise:p:{i}', 'x', ex=60)\n"
-        "one_by_one_ms, pipelined_ms = 10.0, 20.0",
-        "ex2-check",
-        ("FAIL", "not faster"),
-    ),
-    ("ex2-answer", "ex2-check", ("PASS",)),
-]
-
-NB02_CASES: list[Case] = [
-    (
-        "async def get_customer_cached(customer_id):\n"
-        "    return await db.get_customer(customer_id)",
-        "ex1-check",
-        ("FAIL", "called the database 2 times", "is not in Redis"),
-    ),
-    (
-        "async def get_customer_cached(customer_id):\n"
-        "    return await cache.get(f'customer:{customer_id}',\n"
-        "                           lambda: db.get_customer(customer_id), ttl=60)",
-        "ex1-check",
-        ("FAIL", "the TTL is 60 s"),
-    ),
-    ("ex1-answer", "ex1-check", ("PASS",)),
-    (
-        "async def change_email(customer_id, email):\n"
-        "    await db.update_customer(customer_id, email=email)",
-        "ex2-check",
-        ("FAIL", "still serves the old copy"),
-    ),
-    ("ex2-answer", "ex2-check", ("PASS",)),
-]
+PARTS = sorted(path.stem for path in (Path(__file__).parent / "selfchecks").glob("nb*.py"))
 
 
-@pytest.mark.parametrize(
-    ("notebook", "cases", "cleanup"),
-    [
-        pytest.param(
-            "01-setup-and-connection.ipynb",
-            NB01_CASES,
-            "await unlink_matching(redis, NS + '*')",
-            id="01",
-        ),
-        pytest.param(
-            "02-cache-aside.ipynb", NB02_CASES, "await cache.invalidate_pattern('*')", id="02"
-        ),
-    ],
-)
-def test_exercise_checks_tell_right_from_wrong(
-    notebook: str, cases: list[Case], cleanup: str
-) -> None:
-    assert_cases(run_checks(notebook, cases, cleanup), cases)
+@pytest.mark.parametrize("part", PARTS)
+def test_exercise_checks_tell_right_from_wrong(part: str) -> None:
+    cases = importlib.import_module(f"tests.selfchecks.{part}")
+    notebook = next(NOTEBOOKS.glob(f"{part.removeprefix('nb')}-*.ipynb")).name
+    assert_cases(run_checks(notebook, cases.CASES, cases.CLEANUP), cases.CASES)

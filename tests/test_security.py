@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
+from conftest import STUDENT_PASSWORD
 from labcache.connection import RedisUnavailable, Settings, connect
 from labcache.embedded import RedisServer, free_port
 from labcache.multilevel import MultiLevelCache
@@ -95,7 +96,7 @@ def labcache_acl(password: str, prefix: str = "t") -> list[str]:
 ACL_PASSWORD = "acl-Lab10-restricted-pw"
 SECRET = "Sup3r-Secret-test-Pa55"
 # Every password a test in this repository uses: none may ever be in a notebook.
-KNOWN_PASSWORDS = [ACL_PASSWORD, SECRET, "s3cret-Pa55", "p@ss/w:rd#1?"]
+KNOWN_PASSWORDS = [ACL_PASSWORD, SECRET, "s3cret-Pa55", "p@ss/w:rd#1?", STUDENT_PASSWORD]
 
 
 # -- least privilege -----------------------------------------------------------------------------
