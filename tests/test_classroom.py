@@ -14,6 +14,7 @@ all eight notebooks with the course's solutions (`LABCACHE_SOLUTIONS=1`), at onc
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -115,7 +116,8 @@ def test_two_students_share_one_server(tmp_path: Path) -> None:
         f"peak keys per student {sampler.peak}; ACL LOG entries {len(refused)}"
     )
     for name, text in outputs.items():
-        print(f"[classroom] {name}: " + " | ".join(text.strip().splitlines()[-len(NOTEBOOKS) :]))
+        times = [line for line in text.splitlines() if re.fullmatch(r"\S+\.ipynb [\d.]+", line)]
+        print(f"[classroom] {name} (s per notebook): " + ", ".join(times))
     for name, run in runs.items():
         assert run.returncode == 0, f"{name}'s run failed:\n{outputs[name][-8000:]}"
     for name in STUDENTS:
