@@ -7,6 +7,7 @@
 #                that interpreter's own; CI runs it with the oldest and newest supported Pythons
 #   make lint    ruff check, ruff format --check, mypy
 #   make format  ruff format + ruff check --fix
+#   make notebooks  re-execute every notebook and store it with its outputs (as nbval runs it)
 #   make bench   the full benchmark (BENCH_ARGS=... for options)
 #   make data    regenerate data/ with the seeded generator
 #   make clean   remove caches, artifacts and labcache's runtime folder
@@ -37,7 +38,7 @@ NO_BROWSER := $(if $(filter Linux,$(shell uname -s 2>/dev/null)),$(if $(DISPLAY)
 # The library tests: tests/ without the ones that drive a browser or execute notebooks.
 LIBRARY_TESTS := -m "not browser and not notebook"
 
-.PHONY: lab test test-python test-library lint format bench data clean distclean venv
+.PHONY: lab test test-python test-library lint format notebooks bench data clean distclean venv
 
 venv: $(STAMP)
 
@@ -87,6 +88,10 @@ test-python:
 test-library: $(STAMP)
 	@echo "library tests with $$($(BIN)/python --version) in $(VENV)"
 	$(BIN)/pytest -p no:cacheprovider -ra tests $(LIBRARY_TESTS) $(PYTEST_ARGS)
+
+# Against a redis-server of its own, as the suite's ACL-fenced student: what nbval compares.
+notebooks: $(STAMP)
+	$(BIN)/python -m tests.notebook_runner $(NOTEBOOKS)
 
 bench: $(STAMP)
 	$(BIN)/python -m labcache.bench $(BENCH_ARGS)

@@ -19,17 +19,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis
 
 from labcache.embedded import RedisServer, free_port
-from labcache.lab.student import acl_rules
+from labcache.lab.student import student_url
+from tests.notebook_runner import NBVAL_PASSWORD, NBVAL_STUDENT
 
 SERVER: RedisServer | None = None
 TMP_BEFORE: set[str] | None = None  # the temp directory's entries at start, if checked
-STUDENT_PASSWORD = "nbval-Student-pw"  # tests/test_security.py checks no notebook stores it
 TMP_GRACE = 10.0  # seconds for what a killed kernel leaves to its guards to remove
 
 
@@ -47,12 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _student_url(server: RedisServer) -> str:
     """An ACL user for the notebooks, as an instructor would make one per student."""
-    name = os.environ.setdefault("LABCACHE_STUDENT", "nbval")
-    with redis.Redis.from_url(server.url) as admin:
-        admin.execute_command("ACL", "SETUSER", name, *acl_rules(name, STUDENT_PASSWORD))
-    parts = urlsplit(server.url)
-    auth = urlencode({"username": name, "password": STUDENT_PASSWORD})
-    return urlunsplit(parts._replace(query=f"{parts.query}&{auth}" if parts.query else auth))
+    name = os.environ.setdefault("LABCACHE_STUDENT", NBVAL_STUDENT)
+    return student_url(server.url, name, NBVAL_PASSWORD)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

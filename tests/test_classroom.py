@@ -92,7 +92,9 @@ def test_two_students_share_one_server(tmp_path: Path) -> None:
                 [
                     sys.executable,
                     "-m",
-                    "tests.classroom_run",
+                    "tests.notebook_runner",
+                    "--env",
+                    "--out",
                     str(tmp_path / name),
                     *map(str, NOTEBOOKS),
                 ],

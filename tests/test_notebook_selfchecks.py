@@ -15,19 +15,22 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
+from tests.notebook_runner import execute
 from tests.selfchecks import Case
 
 pytestmark = pytest.mark.notebook
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def run_checks(notebook: str, cases: list[Case], cleanup: str) -> list[str]:
+def run_checks(
+    notebook: str, cases: list[Case], cleanup: str, setup: list[str] | None = None
+) -> list[str]:
     """Run set-up, then each case's answer and check; return what each check printed."""
     source = nbformat.read(NOTEBOOKS / notebook, as_version=4)
     by_id = {cell.id: cell.source for cell in source.cells}
-    setup = [cell_id for cell_id in ("imports", "settings", "connect") if cell_id in by_id]
+    if setup is None:
+        setup = [cell_id for cell_id in ("imports", "settings", "connect") if cell_id in by_id]
     cells = [nbformat.v4.new_code_cell(by_id[cell_id]) for cell_id in setup]
     checks: list[int] = []
     for answer, check, _ in cases:
@@ -36,9 +39,7 @@ def run_checks(notebook: str, cases: list[Case], cleanup: str) -> list[str]:
         checks.append(len(cells) - 1)
     cells.append(nbformat.v4.new_code_cell(cleanup))
     nb = nbformat.v4.new_notebook(cells=cells, metadata=source.metadata)
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
-    ).execute()
+    execute(nb, NOTEBOOKS, timeout=120)
     return ["".join(out.get("text", "") for out in nb.cells[i].outputs) for i in checks]
 
 
@@ -55,4 +56,5 @@ PARTS = sorted(path.stem for path in (Path(__file__).parent / "selfchecks").glob
 def test_exercise_checks_tell_right_from_wrong(part: str) -> None:
     cases = importlib.import_module(f"tests.selfchecks.{part}")
     notebook = next(NOTEBOOKS.glob(f"{part.removeprefix('nb')}-*.ipynb")).name
-    assert_cases(run_checks(notebook, cases.CASES, cases.CLEANUP), cases.CASES)
+    setup = getattr(cases, "SETUP", None)
+    assert_cases(run_checks(notebook, cases.CASES, cases.CLEANUP, setup), cases.CASES)

@@ -29,10 +29,10 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
-from conftest import STUDENT_PASSWORD
 from labcache.connection import RedisUnavailable, Settings, connect
 from labcache.embedded import RedisServer, free_port
 from labcache.multilevel import MultiLevelCache
+from tests.notebook_runner import NBVAL_PASSWORD as STUDENT_PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -26,7 +26,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import redis
 from dotenv import dotenv_values, find_dotenv
 
 from labcache.connection import Settings
@@ -131,6 +133,15 @@ def acl_rules(name: str, password: str, *, base: str = "lab10:") -> list[str]:
 def acl_setuser(name: str, password: str, *, base: str = "lab10:") -> str:
     """One `redis-cli` line: `ACL SETUSER <name> reset on >... ~lab10:<name>:* ...`."""
     return " ".join(["ACL", "SETUSER", check_name(name), *acl_rules(name, password, base=base)])
+
+
+def student_url(admin_url: str, name: str, password: str, *, base: str = "lab10:") -> str:
+    """Create (or reset) student `name` on the server at `admin_url`; the student's own URL."""
+    with redis.Redis.from_url(admin_url) as admin:
+        admin.execute_command("ACL", "SETUSER", name, *acl_rules(name, password, base=base))
+    parts = urlsplit(admin_url)
+    auth = urlencode({"username": name, "password": password})
+    return urlunsplit(parts._replace(query=f"{parts.query}&{auth}" if parts.query else auth))
 
 
 def class_setup(names: Sequence[str], host: str = "HOST", port: int = 6379) -> str:
