@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     if args.solutions:
         os.environ["LABCACHE_SOLUTIONS"] = "1"
-    else:
+    elif not args.env:  # the stored notebooks hold the stubs
         os.environ.pop("LABCACHE_SOLUTIONS", None)
     if args.env:
         return run(args.notebooks, args.out)

@@ -94,6 +94,7 @@ def test_two_students_share_one_server(tmp_path: Path) -> None:
                     "-m",
                     "tests.notebook_runner",
                     "--env",
+                    "--solutions",
                     "--out",
                     str(tmp_path / name),
                     *map(str, NOTEBOOKS),
