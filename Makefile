@@ -20,7 +20,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Reinstall only when pyproject.toml is newer than the last install.
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,bench
+EXTRAS ?= lab,dev,bench
 
 PORT ?= 8888
 LAB_ARGS ?=

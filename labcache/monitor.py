@@ -17,11 +17,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labcache.events import ERROR, FALLBACK, HIT, LOAD, MISS, SOURCE, STALE, CacheEvent, EventHub
+from labcache.optional import pandas
+
+if TYPE_CHECKING:  # pandas is the course extra's: imported only where a table is asked for
+    import pandas as pd
 
 # Event kinds that answer a request: exactly one of these per `get`.
 REQUEST_KINDS = frozenset({HIT, STALE, MISS, FALLBACK})
@@ -305,6 +307,7 @@ class CacheMonitor:
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per level that served requests (plus `all`): count, share, latency in ms."""
+        pd = pandas()
         rows = {}
         total = self.requests
         for level in SERVED_LEVELS:
@@ -327,6 +330,7 @@ class CacheMonitor:
         p99_ms, loads, source_calls_per_s, errors. The interval in progress is left out unless
         `partial`, since its rates are not known yet.
         """
+        pd = pandas()
         now = self.clock()
         self._bucket(now)  # rolls the series forward through a silence
         current = int((now - self.started) // self.interval)

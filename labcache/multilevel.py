@@ -18,9 +18,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
-import pandas as pd
 import redis.asyncio as aioredis
 from cachetools import TLRUCache
 
@@ -71,6 +70,7 @@ from labcache.events import (
     EventHub,
 )
 from labcache.keys import glob_escape, glob_to_regex, validate_key
+from labcache.optional import pandas
 from labcache.serializers import CorruptEntry, JsonSerializer, Serializer, dumps_for, loads_for
 from labcache.stampede import (
     MISSING,
@@ -83,6 +83,9 @@ from labcache.stampede import (
 )
 from labcache.tracking import KeyTracking
 from labcache.ttl import Jitter, Sliding, l1_ttl
+
+if TYPE_CHECKING:  # pandas is the course extra's: imported only where a table is asked for
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,6 +137,7 @@ class LevelStats:
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per level: how many requests it served and what share of all requests."""
+        pd = pandas()
         served = {"L1 (memory)": self.l1_hits, "L2 (Redis)": self.l2_hits, "source": self.misses}
         total = self.requests or 1
         return pd.DataFrame(

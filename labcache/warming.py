@@ -23,12 +23,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from labcache.aside import REDIS_FAILURES, validate_ttl
 from labcache.connection import Settings
 from labcache.events import L2, LOAD, SET, SOURCE, CacheEvent
 from labcache.multilevel import MultiLevelCache
+from labcache.optional import progress_bar
 from labcache.serializers import SerializationError
 
 logger = logging.getLogger(__name__)
@@ -148,7 +147,7 @@ class CacheWarmer:
         result = WarmResult()
         started = time.perf_counter()
         semaphore = asyncio.Semaphore(self.concurrency)
-        with tqdm(total=len(jobs), desc=desc, unit="key", disable=not self.progress) as bar:
+        with progress_bar(len(jobs), desc, enabled=self.progress) as bar:
             for i in range(0, len(jobs), self.batch_size):
                 batch = jobs[i : i + self.batch_size]
                 await self._warm_batch(

@@ -81,13 +81,15 @@ def test_conda_python_is_within_requires_python(
     assert version in SpecifierSet(pyproject["project"]["requires-python"])
 
 
-def test_conda_env_installs_the_project_with_its_dev_extra(conda_env: dict[str, Any]) -> None:
+def test_conda_env_installs_the_project_with_the_course_and_dev_extras(
+    conda_env: dict[str, Any],
+) -> None:
     _, pip = _conda_specs(conda_env)
     editable = [line for line in pip if line.startswith("-e ")]
     assert len(editable) == 1, f"one `-e .[...]` line expected, got {pip}"
     match = re.fullmatch(r"-e \.\[([\w,\s-]+)\]", editable[0].strip())
     assert match, f"the pip line should install this repository: {editable[0]!r}"
-    assert "dev" in {extra.strip() for extra in match.group(1).split(",")}
+    assert {"lab", "dev"} <= {extra.strip() for extra in match.group(1).split(",")}
 
 
 def test_every_runtime_dependency_comes_through_the_project(
