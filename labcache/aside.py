@@ -32,6 +32,7 @@ from labcache.breaker import (
     guarded,
 )
 from labcache.cluster import is_cluster, scan_pages
+from labcache.errors import LabcacheError
 from labcache.events import (
     ERROR,
     FALLBACK,
@@ -67,7 +68,7 @@ def validate_ttl(ttl: object, name: str = "ttl") -> float:
     return float(ttl)
 
 
-class ValueTooLarge(ValueError):
+class ValueTooLarge(LabcacheError, ValueError):
     """A value whose serialised form is over the cache's `max_value_bytes`: not cached."""
 
 

@@ -26,6 +26,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from labcache.errors import LabcacheError
+
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout
 else:  # redis-py depends on async-timeout below 3.11.3
@@ -59,11 +61,11 @@ OUTAGES: tuple[type[BaseException], ...] = (
 )
 
 
-class CircuitOpen(RedisConnectionError):
+class CircuitOpen(LabcacheError, RedisConnectionError):
     """Raised instead of calling Redis while the breaker is open (nothing was sent)."""
 
 
-class OperationTimeout(RedisTimeoutError):
+class OperationTimeout(LabcacheError, RedisTimeoutError):
     """A Redis call took longer than the caller's operation timeout and was abandoned."""
 
 

@@ -56,6 +56,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from labcache.backplane import Backplane
 from labcache.embedded import FolderGuard, RedisServer, find_redis_server, free_port
+from labcache.errors import LabcacheError
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ return {pttl, members}
 """
 
 
-class ClusterUnsupported(RuntimeError):
+class ClusterUnsupported(LabcacheError, RuntimeError):
     """A feature that cannot work on a Redis Cluster; the message says why."""
 
 

@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from labcache.cluster import cluster_client, cluster_requested, split_cluster_url
 from labcache.embedded import RedisBinaryNotFound, RedisServer
+from labcache.errors import LabcacheError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def reconnect_once() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
-class RedisUnavailable(ConnectionError):
+class RedisUnavailable(LabcacheError, ConnectionError):
     """No Redis could be reached or started; the message says what was tried."""
 
 

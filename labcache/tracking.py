@@ -20,6 +20,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from labcache.errors import LabcacheError
 from labcache.tasks import BackgroundListener
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 CHANNEL = "__redis__:invalidate"
 
 
-class TrackingLost(RuntimeError):
+class TrackingLost(LabcacheError, RuntimeError):
     """A tracking connection was replaced: what changed meanwhile is unknown."""
 
 

@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from labcache.data import InsuranceDB, Latency, SourceUnavailable
+from labcache.errors import LabcacheError, LoadTimeout
 from labcache.events import EARLY_REFRESH, HIT, LOCK_WAIT, MISS, STALE, CacheEvent
 from labcache.expiry_drill import ManualClock, expiry_drill
 from labcache.multilevel import MultiLevelCache
@@ -568,10 +569,11 @@ async def test_hard_timeout_bounds_the_wait_when_nothing_stale_exists(
 ) -> None:
     cache = cache_for(redis, namespace, hard_timeout=0.01)
     hang = Gated("never")
-    with pytest.raises(asyncio.TimeoutError):
+    with pytest.raises(LoadTimeout, match=r"'k': no value within hard_timeout=0.01s") as first:
         await cache.get("k", hang)
-    with pytest.raises(asyncio.TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):  # a LoadTimeout is an asyncio.TimeoutError too
         await cache.get("k", hang)
+    assert isinstance(first.value, TimeoutError) and isinstance(first.value, LabcacheError)
     assert hang.calls == 1  # the load goes on once, shared
     assert cache.stampede_stats.hard_timeouts == 2
     await cache.close()

@@ -32,6 +32,7 @@ import redis
 from dotenv import dotenv_values, find_dotenv
 
 from labcache.connection import Settings
+from labcache.errors import LabcacheError
 
 STUDENT_VAR = "LABCACHE_STUDENT"
 STUDENT_FILE = ".labcache-student"
@@ -40,7 +41,7 @@ STUDENT_FILE = ".labcache-student"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 
 
-class BadStudentName(ValueError):
+class BadStudentName(LabcacheError, ValueError):
     """A student name that cannot be a key prefix: the message says what is allowed."""
 
 
