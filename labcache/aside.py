@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -49,6 +48,7 @@ from labcache.events import (
 )
 from labcache.keys import glob_escape, validate_key
 from labcache.serializers import CorruptEntry, JsonSerializer, Serializer, dumps_for, loads_for
+from labcache.validate import optional_whole, positive_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -59,26 +59,8 @@ Loader = Callable[[], Awaitable[T]]
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
-def validate_ttl(ttl: object, name: str = "ttl") -> float:
-    """Return `ttl` as seconds if it is a positive, finite number; else raise ValueError."""
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise ValueError(f"{name} must be a positive number of seconds, not {ttl!r}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {ttl!r}")
-    return float(ttl)
-
-
 class ValueTooLarge(LabcacheError, ValueError):
     """A value whose serialised form is over the cache's `max_value_bytes`: not cached."""
-
-
-def validate_max_bytes(limit: object) -> int | None:
-    """`max_value_bytes`: None (no limit) or a whole number of bytes >= 1."""
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"max_value_bytes must be None or a whole number >= 1, not {limit!r}")
-    return limit
 
 
 def too_large(key: str, size: int, limit: int) -> ValueTooLarge:
@@ -150,14 +132,14 @@ class CacheAside:
         """
         self.redis = redis
         self.namespace = namespace
-        self.default_ttl = validate_ttl(default_ttl, "default_ttl")
-        self.negative_ttl = None if negative_ttl is None else validate_ttl(negative_ttl)
+        self.default_ttl = positive_seconds(default_ttl, "default_ttl")
+        self.negative_ttl = None if negative_ttl is None else positive_seconds(negative_ttl)
         self.serializer = serializer or JsonSerializer()
         self.clock = clock
         self.stats = AsideStats()
         self.events = EventHub()
-        self.op_timeout = None if op_timeout is None else validate_ttl(op_timeout, "op_timeout")
-        self.max_value_bytes = validate_max_bytes(max_value_bytes)
+        self.op_timeout = None if op_timeout is None else positive_seconds(op_timeout, "op_timeout")
+        self.max_value_bytes = optional_whole(max_value_bytes, "max_value_bytes")
         self.breaker = coerce(breaker, cluster=is_cluster(redis))
         if self.breaker is not None:
             self.breaker.subscribe(lambda kind, why: self._emit(kind, "*", L2, None, detail=why))
@@ -169,7 +151,7 @@ class CacheAside:
     async def get(self, key: str, loader: Loader[T], ttl: float | None = None) -> T:
         """The cached value for `key`, or the loader's, stored for `ttl` seconds."""
         full = self.key(key)
-        ttl = self.default_ttl if ttl is None else validate_ttl(ttl)
+        ttl = self.default_ttl if ttl is None else positive_seconds(ttl)
         start = self.clock()
         try:
             data = await guarded(self.breaker, self.redis.get(full), self.op_timeout)
@@ -198,7 +180,7 @@ class CacheAside:
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store `value` for `ttl` seconds (raises SerializationError for a non-JSON value)."""
-        ttl = self.default_ttl if ttl is None else validate_ttl(ttl)
+        ttl = self.default_ttl if ttl is None else positive_seconds(ttl)
         await self._store(self.key(key), value, ttl)
 
     async def invalidate(self, *keys: str) -> int:

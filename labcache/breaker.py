@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from labcache.errors import LabcacheError
+from labcache.validate import seconds, whole
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout
@@ -98,16 +99,8 @@ class CircuitBreaker:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
-            raise TypeError(f"failure_threshold must be an int, not {failure_threshold!r}")
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be at least 1, not {failure_threshold}")
-        if isinstance(reset_timeout, bool) or not isinstance(reset_timeout, (int, float)):
-            raise TypeError(f"reset_timeout must be a number of seconds, not {reset_timeout!r}")
-        if not 0 <= reset_timeout < 1e9:
-            raise ValueError(f"reset_timeout must be a number of seconds >= 0, not {reset_timeout}")
-        self.failure_threshold = failure_threshold
-        self.reset_timeout = float(reset_timeout)
+        self.failure_threshold = whole(failure_threshold, "failure_threshold")
+        self.reset_timeout = seconds(reset_timeout, "reset_timeout")
         self.clock = clock
         self.state = CLOSED
         self.consecutive_failures = 0

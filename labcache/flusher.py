@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from labcache.aside import REDIS_FAILURES, validate_ttl
+from labcache.aside import REDIS_FAILURES
 from labcache.data import InsuranceDB
 from labcache.tasks import cancel_and_wait
+from labcache.validate import positive_seconds, seconds, whole
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,10 +87,8 @@ class Flusher:
         interval: float = 0.5,
         min_idle: float = 30.0,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
-        if isinstance(min_idle, bool) or not isinstance(min_idle, (int, float)) or min_idle < 0:
-            raise ValueError(f"min_idle must be a number of seconds >= 0, not {min_idle!r}")
+        whole(batch_size, "batch_size")
+        seconds(min_idle, "min_idle")
         self.redis = redis
         self.db = db
         self.stream = stream
@@ -97,7 +96,7 @@ class Flusher:
         self.consumer = consumer or f"flusher-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.dead_letters = f"{stream}:dead"
         self.batch_size = batch_size
-        self.interval = validate_ttl(interval, "interval")
+        self.interval = positive_seconds(interval, "interval")
         self.min_idle = float(min_idle)
         self.stats = FlushStats()
         self._task: asyncio.Task[None] | None = None

@@ -24,11 +24,12 @@ from typing import Any, Literal, Protocol
 
 import redis.asyncio as aioredis
 
-from labcache.aside import REDIS_FAILURES, validate_ttl
+from labcache.aside import REDIS_FAILURES
 from labcache.cluster import scan_pages
 from labcache.errors import LabcacheError
 from labcache.keys import glob_escape, glob_to_regex, validate_key
 from labcache.tasks import cancel_and_wait
+from labcache.validate import positive_seconds, whole
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +182,7 @@ class Invalidator:
         builtin_rules: bool = True,
         scan_count: int = 1000,
     ) -> None:
-        if scan_count < 1:
-            raise ValueError(f"scan_count must be at least 1, not {scan_count}")
+        whole(scan_count, "scan_count")
         self.cache = cache
         self.scan_count = scan_count
         self.rules: dict[str, list[Rule]] = {}
@@ -336,11 +336,10 @@ class QuoteCleanup:
         pattern: str = "quote:*",
         count: int = 1000,
     ) -> None:
-        if count < 1:
-            raise ValueError(f"count must be at least 1, not {count}")
+        whole(count, "count")
         self.cache = cache
-        self.threshold = validate_ttl(threshold, "threshold")
-        self.interval = validate_ttl(interval, "interval")
+        self.threshold = positive_seconds(threshold, "threshold")
+        self.interval = positive_seconds(interval, "interval")
         self.pattern = pattern
         self.count = count
         self.runs = 0  # completed passes, failed ones included

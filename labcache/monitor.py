@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from labcache.events import ERROR, FALLBACK, HIT, LOAD, MISS, SOURCE, STALE, CacheEvent, EventHub
 from labcache.optional import pandas
+from labcache.validate import positive_seconds, whole
 
 if TYPE_CHECKING:  # pandas is the course extra's: imported only where a table is asked for
     import pandas as pd
@@ -60,8 +61,7 @@ class LatencyHistogram:
     __slots__ = ("buckets", "count", "max", "min", "per_decade", "total")
 
     def __init__(self, per_decade: int = 50) -> None:
-        if per_decade < 1:
-            raise ValueError(f"per_decade must be at least 1, not {per_decade}")
+        whole(per_decade, "per_decade")
         self.per_decade = per_decade
         self.buckets: Counter[int] = Counter()
         self.count = 0
@@ -167,12 +167,10 @@ class CacheMonitor:
         history: int = 3600,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not (interval > 0 and math.isfinite(interval)):
-            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        positive_seconds(interval, "interval")
         if not (window >= interval and math.isfinite(window)):
             raise ValueError(f"window ({window!r} s) must be at least one interval ({interval} s)")
-        if history < 1:
-            raise ValueError(f"history must keep at least one interval, not {history}")
+        whole(history, "history (intervals kept)")
         self.window = window
         self.interval = interval
         self.clock = clock

@@ -31,8 +31,6 @@ from labcache.aside import (
     too_large,
     ttl_ms,
     unlink_matching,
-    validate_max_bytes,
-    validate_ttl,
 )
 from labcache.backplane import Backplane
 from labcache.breaker import (
@@ -84,6 +82,7 @@ from labcache.stampede import (
 )
 from labcache.tracking import KeyTracking
 from labcache.ttl import Jitter, Sliding, l1_ttl
+from labcache.validate import non_negative, optional_whole, positive_seconds, seconds, whole
 
 if TYPE_CHECKING:  # pandas is the course extra's: imported only where a table is asked for
     import pandas as pd
@@ -198,13 +197,6 @@ def _early_info(
     return None
 
 
-def _seconds(value: float, name: str) -> float:
-    """A number of seconds >= 0 (0 turns the option off)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
-        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
-    return float(value)
-
-
 class MultiLevelCache:
     """Memory (L1) in front of Redis (L2) in front of a loader."""
 
@@ -256,17 +248,17 @@ class MultiLevelCache:
         if self.on_cluster and tracking:
             raise ClusterUnsupported(TRACKING_UNSUPPORTED)
         self.namespace = namespace
-        self.default_ttl = validate_ttl(default_ttl, "default_ttl")
-        self.memory_ttl = validate_ttl(memory_ttl, "memory_ttl")
-        self.negative_ttl = None if negative_ttl is None else validate_ttl(negative_ttl)
+        self.default_ttl = positive_seconds(default_ttl, "default_ttl")
+        self.memory_ttl = positive_seconds(memory_ttl, "memory_ttl")
+        self.negative_ttl = None if negative_ttl is None else positive_seconds(negative_ttl)
         self.serializer = serializer or JsonSerializer()
         self.strict = strict
         self.clock = clock
         self.stats = LevelStats()
         self.events = EventHub()
         self.l1: TLRUCache[str, L1Entry] = self._new_l1(l1_maxsize, l1_maxbytes)
-        self.op_timeout = None if op_timeout is None else validate_ttl(op_timeout, "op_timeout")
-        self.max_value_bytes = validate_max_bytes(max_value_bytes)
+        self.op_timeout = None if op_timeout is None else positive_seconds(op_timeout, "op_timeout")
+        self.max_value_bytes = optional_whole(max_value_bytes, "max_value_bytes")
         self.breaker = coerce(breaker, cluster=self.on_cluster)
         if self.breaker is not None:
             self.breaker.subscribe(lambda kind, why: self._emit(kind, "*", L2, None, detail=why))
@@ -274,12 +266,12 @@ class MultiLevelCache:
         self.refreshes = SingleFlight()  # background refreshes: one per key, cancelled on close
         self.stampede_stats = StampedeStats()
         self.xfetch = XFetch(early_refresh or 1.0, rng)
-        self.grace = _seconds(grace, "grace")
+        self.grace = seconds(grace, "grace")
         self.lock = lock
         self.jitter = jitter
-        beta = 0.0 if early_refresh is None else _seconds(early_refresh, "early_refresh")
-        hard = None if hard_timeout is None else validate_ttl(hard_timeout, "hard_timeout")
-        soft = _seconds(soft_timeout, "soft_timeout")
+        beta = 0.0 if early_refresh is None else non_negative(early_refresh, "early_refresh")
+        hard = None if hard_timeout is None else positive_seconds(hard_timeout, "hard_timeout")
+        soft = seconds(soft_timeout, "soft_timeout")
         self._defaults = _Options(beta, self.grace, soft, hard, bool(sliding))
         self._slider: Sliding | None = None
         self.backplane = (
@@ -496,7 +488,7 @@ class MultiLevelCache:
     ) -> tuple[str, bytes, int]:
         """The Redis key, record and PX (ms) that storing `value` writes (for pipelined writes)."""
         full = self.key(key)
-        ttl = self.default_ttl if ttl is None else validate_ttl(ttl)
+        ttl = self.default_ttl if ttl is None else positive_seconds(ttl)
         data = entry.encode(dumps_for(self.serializer, full, value), self.clock() + ttl, load_time)
         return full, data, ttl_ms(ttl + self.grace)  # kept `grace` longer as a stale fallback
 
@@ -519,15 +511,14 @@ class MultiLevelCache:
 
     def _ttls(self, ttl: float | None, memory_ttl: float | None) -> tuple[float, float]:
         return (
-            self.default_ttl if ttl is None else validate_ttl(ttl),
-            self.memory_ttl if memory_ttl is None else validate_ttl(memory_ttl, "memory_ttl"),
+            self.default_ttl if ttl is None else positive_seconds(ttl),
+            self.memory_ttl if memory_ttl is None else positive_seconds(memory_ttl, "memory_ttl"),
         )
 
     def _new_l1(self, maxsize: int, maxbytes: int | None) -> TLRUCache[str, L1Entry]:
         if maxbytes is not None:
             return TLRUCache(maxbytes, _l1_expiry, timer=self.clock, getsizeof=lambda e: e.size)
-        if maxsize < 1:
-            raise ValueError(f"l1_maxsize must be at least 1, not {maxsize}")
+        whole(maxsize, "l1_maxsize")
         return TLRUCache(maxsize, _l1_expiry, timer=self.clock)
 
     def _fill_l1(
@@ -673,10 +664,14 @@ class MultiLevelCache:
         if overrides == (None, None, None, None, None):
             return d
         return _Options(
-            d.early_refresh if early_refresh is None else _seconds(early_refresh, "early_refresh"),
-            d.grace if grace is None else _seconds(grace, "grace"),
-            d.soft_timeout if soft_timeout is None else _seconds(soft_timeout, "soft_timeout"),
-            d.hard_timeout if hard_timeout is None else validate_ttl(hard_timeout, "hard_timeout"),
+            d.early_refresh
+            if early_refresh is None
+            else non_negative(early_refresh, "early_refresh"),
+            d.grace if grace is None else seconds(grace, "grace"),
+            d.soft_timeout if soft_timeout is None else seconds(soft_timeout, "soft_timeout"),
+            d.hard_timeout
+            if hard_timeout is None
+            else positive_seconds(hard_timeout, "hard_timeout"),
             d.sliding if sliding is None else bool(sliding),
         )
 
@@ -710,7 +705,7 @@ class MultiLevelCache:
         """
         expires_at, load_time, beta = early
         if early_refresh is not None:
-            beta = _seconds(early_refresh, "early_refresh")
+            beta = non_negative(early_refresh, "early_refresh")
         fires = self._draw_fires(full, expires_at, load_time, beta, self.clock())
         return beta if fires else 0.0
 

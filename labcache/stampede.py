@@ -20,8 +20,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
 
-from labcache.aside import REDIS_FAILURES, ttl_ms, validate_ttl
+from labcache.aside import REDIS_FAILURES, ttl_ms
 from labcache.tasks import cancel_and_wait
+from labcache.validate import non_negative, positive_seconds, seconds
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,7 +128,7 @@ class XFetch:
     """
 
     def __init__(self, beta: float = 1.0, rng: random.Random | None = None) -> None:
-        self.beta = _non_negative(beta, "beta")
+        self.beta = non_negative(beta, "beta")
         # Unseeded by default: a fleet of instances seeded alike makes the same draws at the same
         # moments and refreshes together, the stampede XFetch exists to prevent. Seed a run
         # that must repeat (tests, notebooks) by passing `rng`.
@@ -200,11 +201,11 @@ class DistributedLock:
     ) -> None:
         self.redis = redis
         self.namespace = namespace
-        self.ttl = validate_ttl(ttl, "lock ttl")
-        self.wait_timeout = _non_negative(wait_timeout, "wait_timeout")
-        self.poll_interval = validate_ttl(poll_interval, "poll_interval")
-        self.ttl_factor = validate_ttl(ttl_factor, "ttl_factor")
-        self.min_ttl = validate_ttl(min_ttl, "min_ttl")
+        self.ttl = positive_seconds(ttl, "lock ttl")
+        self.wait_timeout = seconds(wait_timeout, "wait_timeout")
+        self.poll_interval = positive_seconds(poll_interval, "poll_interval")
+        self.ttl_factor = positive_seconds(ttl_factor, "ttl_factor")
+        self.min_ttl = positive_seconds(min_ttl, "min_ttl")
         self.channel = f"{namespace}__lock_released__"
         self.stats = LockStats()
         self._release = redis.register_script(RELEASE_SCRIPT)
@@ -224,7 +225,7 @@ class DistributedLock:
     async def acquire(self, name: str, *, ttl: float | None = None) -> str | None:
         """Try once; return the token that proves we hold the lock, or None."""
         token = secrets.token_hex(16)
-        px = ttl_ms(self.ttl if ttl is None else validate_ttl(ttl, "lock ttl"))
+        px = ttl_ms(self.ttl if ttl is None else positive_seconds(ttl, "lock ttl"))
         if await self.redis.set(self.key(name), token, nx=True, px=px):
             self.stats.acquired += 1
             return token
@@ -398,11 +399,3 @@ async def wait_or_stale(run: asyncio.Future[T], soft_timeout: float) -> tuple[bo
     except Exception as exc:
         return False, None, f"refresh failed: {type(exc).__name__}"
     return True, value, ""
-
-
-def _non_negative(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, not {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, not {value!r}")
-    return float(value)

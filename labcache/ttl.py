@@ -13,26 +13,24 @@ import random
 
 import redis.asyncio as aioredis
 
-from labcache.aside import ttl_ms, validate_ttl
+from labcache import validate
+from labcache.aside import ttl_ms
 from labcache.connection import Settings
+from labcache.validate import positive_seconds
 
 
 class Jitter:
     """Spread TTLs uniformly by ±`fraction` so entries written together expire apart."""
 
     def __init__(self, fraction: float = 0.1, rng: random.Random | None = None) -> None:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-            raise ValueError(f"jitter fraction must be a number in [0, 1), not {fraction!r}")
-        if not 0 <= fraction < 1:
-            raise ValueError(f"jitter fraction must be in [0, 1), not {fraction!r}")
-        self.fraction = float(fraction)
+        self.fraction = validate.fraction(fraction, "jitter fraction")
         # Unseeded by default: instances seeded alike would jitter their keys alike. Pass a
         # seeded rng where a run must repeat (tests, notebooks).
         self.rng = rng if rng is not None else random.Random()
 
     def __call__(self, ttl: float) -> float:
         """`ttl` seconds, moved by up to ±fraction of itself."""
-        ttl = validate_ttl(ttl)
+        ttl = positive_seconds(ttl)
         return ttl * (1.0 + self.rng.uniform(-self.fraction, self.fraction))
 
     def bounds(self, ttl: float) -> tuple[float, float]:
@@ -117,7 +115,7 @@ class Sliding:
         self, full_key: str, *, now: float, ttl: float, grace: float = 0.0
     ) -> bytes | None:
         """The record under `full_key` (renewed if fresh), or None if there is none."""
-        ttl = validate_ttl(ttl)
+        ttl = positive_seconds(ttl)
         new_expiry = round((now + ttl) * 1000)
         args = [round(now * 1000), new_expiry, ttl_ms(ttl + grace)]
         data = await self._script(keys=[full_key], args=args)

@@ -23,12 +23,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labcache.aside import REDIS_FAILURES, validate_ttl
+from labcache.aside import REDIS_FAILURES
 from labcache.connection import Settings
 from labcache.events import L2, LOAD, SET, SOURCE, CacheEvent
 from labcache.multilevel import MultiLevelCache
 from labcache.optional import progress_bar
 from labcache.serializers import SerializationError
+from labcache.validate import positive_seconds, whole
 
 logger = logging.getLogger(__name__)
 
@@ -118,12 +119,9 @@ class CacheWarmer:
         batch_size: int = 500,
         progress: bool = True,
     ) -> None:
-        for name, number in (("concurrency", concurrency), ("batch_size", batch_size)):
-            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, not {number!r}")
         self.cache = cache
-        self.concurrency = concurrency
-        self.batch_size = batch_size
+        self.concurrency = whole(concurrency, "concurrency")
+        self.batch_size = whole(batch_size, "batch_size")
         self.progress = progress
         self.round_trips = 0  # every pipeline execute and PUBLISH this warmer sent, ever
 
@@ -140,9 +138,11 @@ class CacheWarmer:
     ) -> WarmResult:
         """Load and store every key: `{key: loader}`, or keys plus `loader_for(key)`."""
         jobs = self._jobs(items, loader_for)
-        ttl = self.cache.default_ttl if ttl is None else validate_ttl(ttl)
+        ttl = self.cache.default_ttl if ttl is None else positive_seconds(ttl)
         memory_ttl = (
-            self.cache.memory_ttl if memory_ttl is None else validate_ttl(memory_ttl, "memory_ttl")
+            self.cache.memory_ttl
+            if memory_ttl is None
+            else positive_seconds(memory_ttl, "memory_ttl")
         )
         result = WarmResult()
         started = time.perf_counter()

@@ -22,12 +22,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from labcache.aside import REDIS_FAILURES, validate_ttl
+from labcache.aside import REDIS_FAILURES
 from labcache.cluster import ClusterUnsupported
 from labcache.data import InsuranceDB, Row
 from labcache.events import ERROR, L2, CacheEvent
 from labcache.flusher import Flusher, FlushStats, Lag, main
 from labcache.multilevel import MultiLevelCache
+from labcache.validate import positive_seconds
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,7 +123,7 @@ class WriteThrough:
     def __init__(self, cache: MultiLevelCache, db: InsuranceDB, *, ttl: float | None = None):
         self.cache = cache
         self.db = db
-        self.ttl = None if ttl is None else validate_ttl(ttl)
+        self.ttl = None if ttl is None else positive_seconds(ttl)
         self.stats = ThroughStats()
         self._locks = _KeyLocks()
 
@@ -141,7 +142,7 @@ class WriteThrough:
         (e.g. the customer's policy list after a policy changed hands).
         """
         self.cache.key(key)  # a bad key fails before the database is touched
-        ttl = self.ttl if ttl is None else validate_ttl(ttl)
+        ttl = self.ttl if ttl is None else positive_seconds(ttl)
         tags, drop_tags = list(tags), list(drop_tags)
         async with self._locks(key):
             try:
@@ -253,7 +254,7 @@ class WriteBehind:
             )
         self.cache = cache
         self.db = db
-        self.ttl = None if ttl is None else validate_ttl(ttl)
+        self.ttl = None if ttl is None else positive_seconds(ttl)
         self.stream = cache.namespace + stream
         self.version_key = f"{self.stream}:version"
         self.flusher = Flusher(
@@ -290,7 +291,7 @@ class WriteBehind:
         know that the write did not happen.
         """
         self.db.validate_changes(table, fields, check_references=False)  # bad input fails now
-        ttl = validate_ttl(
+        ttl = positive_seconds(
             next(t for t in (ttl, self.ttl, self.cache.default_ttl) if t is not None)
         )
         expires_at = self.cache.clock() + ttl  # read first: L1 must not outlive the Redis entry
