@@ -39,13 +39,12 @@ def execute(nb: nbformat.NotebookNode, folder: Path, timeout: int = 300) -> None
     # An absolute socket path: the kernel runs in `folder`, the runner wherever it was started.
     sockets = runtime / f"labcache-{uuid.uuid4().hex[:12]}"
     kernel = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(sockets))
-    try:
-        NotebookClient(
-            nb, km=kernel, timeout=timeout, resources={"metadata": {"path": str(folder)}}
-        ).execute()
-    finally:  # the kernel's sockets outlive it (jupyter_client removes only what it bound)
-        for leftover in runtime.glob(f"{sockets.name}-*"):
-            leftover.unlink(missing_ok=True)
+    client = NotebookClient(
+        nb, km=kernel, timeout=timeout, resources={"metadata": {"path": str(folder)}}
+    )
+    # A client given a kernel manager leaves the kernel running unless told to clean up: then
+    # it shuts the kernel down and removes its connection file and sockets.
+    client.execute(cleanup_kc=True)
 
 
 def run(notebooks: list[Path], out: Path | None) -> int:
