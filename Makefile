@@ -97,7 +97,7 @@ bench: $(STAMP)
 	$(BIN)/python -m labcache.bench $(BENCH_ARGS)
 
 data: $(STAMP)
-	$(BIN)/python -m labcache.data
+	$(BIN)/python -m labcache.lab.data
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis .labcache artifacts bench-results \

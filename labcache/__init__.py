@@ -2,9 +2,11 @@
 
 The pieces, one module per concept: `connection` (which Redis), `aside` (cache-aside),
 `multilevel` (memory + Redis), `backplane` and `tracking` (keeping every L1 coherent),
-`warming`, `invalidation`, `generations`, `stampede`, `ttl`, `writes`, `monitor`, `workload`,
-`widgets`, `breaker` (Redis down or slow), `cluster` (Redis Cluster), `data` (the insurance
-database the course caches).
+`warming`, `invalidation`, `generations`, `stampede`, `ttl`, `writes` and `flusher`, `monitor`,
+`breaker` (Redis down or slow), `cluster` (Redis Cluster), `validate` (option values),
+`errors` (`LabcacheError`, the base of them all). They need only redis-py, cachetools and
+python-dotenv. The course around them — the insurance database, workloads, widgets, a local
+cluster, the lab's rules and warm plans, exercises — is `labcache.lab`.
 """
 
 import logging

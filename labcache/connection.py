@@ -211,7 +211,7 @@ async def connect(
         raise RedisUnavailable(
             "LABCACHE_CLUSTER=1 needs REDIS_URL (or a url argument) naming a node of your "
             "cluster, e.g. redis+cluster://host:7000; labcache does not start a cluster itself "
-            "(labcache.cluster.LocalCluster does, for tests and notebook 08)"
+            "(labcache.lab.local_cluster.LocalCluster does, for tests and notebook 08)"
         )
     if url is None and os.environ.get("LABCACHE_EMBEDDED") != "1":
         if _local_redis_answers():

@@ -3,36 +3,44 @@
 It reads with a consumer group in batches, commits each batch in one database transaction and
 acknowledges it only after the commit; entries a crashed flusher left pending are claimed
 (XAUTOCLAIM) and applied. It runs as a task beside `WriteBehind`, or as its own process:
-`python -m labcache.flusher flush --url ... --db ...`.
+`python -m labcache.lab.flush flush --url ... --db ...` (the course's SQLite database).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import os
-import signal
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from labcache.aside import REDIS_FAILURES
-from labcache.data import InsuranceDB
 from labcache.tasks import cancel_and_wait
 from labcache.validate import positive_seconds, seconds, whole
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Entry = tuple[bytes, dict[bytes, bytes]]  # (stream id, fields) as redis-py returns them
+# A queued write as the sink receives it: (table, row id, the row's new fields, version).
+QueuedWrite = tuple[str, str, Mapping[str, Any], int]
+
+
+class BatchSink(Protocol):
+    """Where a flusher applies queued writes (the course's `InsuranceDB` is one).
+
+    `apply_writes` applies a batch in one transaction and answers per write "applied", "stale"
+    (the row already has a newer version) or "invalid: <why>" (changes nothing, keeps going).
+    """
+
+    async def apply_writes(self, writes: Sequence[QueuedWrite]) -> list[str]: ...
 
 
 def _text(value: bytes | str) -> str:
@@ -78,7 +86,7 @@ class Flusher:
     def __init__(
         self,
         redis: aioredis.Redis,
-        db: InsuranceDB,
+        db: BatchSink,
         stream: str,
         *,
         group: str = "flushers",
@@ -351,92 +359,3 @@ class Flusher:
             )
             if not mine:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
-
-
-# -- a flusher as its own process: `python -m labcache.flusher flush --url ... --db ...` --------
-
-
-async def run_flusher(
-    url: str,
-    database: str,
-    *,
-    namespace: str = "lab10:",
-    stream: str = "__writes__",
-    group: str = "flushers",
-    consumer: str | None = None,
-    batch_size: int = 100,
-    interval: float = 0.5,
-    min_idle: float = 30.0,
-    latency_scale: float = 1.0,
-    until_empty: bool = False,
-) -> FlushStats:
-    """Flush until SIGINT/SIGTERM (then drain), or with `until_empty` until the stream is empty."""
-    redis = aioredis.from_url(url)
-    db = InsuranceDB(database=database, latency_scale=latency_scale)
-    flusher = Flusher(
-        redis,
-        db,
-        namespace + stream,
-        group=group,
-        consumer=consumer,
-        batch_size=batch_size,
-        interval=interval,
-        min_idle=min_idle,
-    )
-    try:
-        if until_empty:
-            await flusher.flush(timeout=None)
-        else:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await flusher.start()
-            await stop.wait()
-    finally:
-        await flusher.stop()
-        await redis.aclose()
-        db.close()
-    return flusher.stats
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labcache.flusher")
-    commands = parser.add_subparsers(dest="command", required=True)
-    flush = commands.add_parser("flush", help="apply a write-behind stream to an InsuranceDB file")
-    flush.add_argument("--url", default=os.environ.get("REDIS_URL"), help="default: $REDIS_URL")
-    flush.add_argument("--db", required=True, help="the SQLite file of the InsuranceDB")
-    flush.add_argument("--namespace", default="lab10:")
-    flush.add_argument("--stream", default="__writes__")
-    flush.add_argument("--group", default="flushers")
-    flush.add_argument("--consumer", default=None)
-    flush.add_argument("--batch-size", type=int, default=100)
-    flush.add_argument("--interval", type=float, default=0.5, help="seconds")
-    flush.add_argument("--min-idle", type=float, default=30.0, help="seconds before claiming")
-    flush.add_argument("--latency-scale", type=float, default=1.0)
-    flush.add_argument("--until-empty", action="store_true", help="exit once the stream is empty")
-    args = parser.parse_args(argv)
-    if not args.url:
-        parser.error("no Redis: pass --url or set REDIS_URL")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    stats = asyncio.run(
-        run_flusher(
-            args.url,
-            args.db,
-            namespace=args.namespace,
-            stream=args.stream,
-            group=args.group,
-            consumer=args.consumer,
-            batch_size=args.batch_size,
-            interval=args.interval,
-            min_idle=args.min_idle,
-            latency_scale=args.latency_scale,
-            until_empty=args.until_empty,
-        )
-    )
-    print(json.dumps(asdict(stats)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

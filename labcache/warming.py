@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labcache.aside import REDIS_FAILURES
-from labcache.connection import Settings
 from labcache.events import L2, LOAD, SET, SOURCE, CacheEvent
 from labcache.multilevel import MultiLevelCache
 from labcache.optional import progress_bar
@@ -36,14 +35,13 @@ logger = logging.getLogger(__name__)
 Loader = Callable[[], Awaitable[Any]]
 LoaderFor = Callable[[str], Awaitable[Any]]
 
-# The lab's key prefixes and memory TTLs (5/3/10 min) per data type; Redis TTLs come from Settings.
-PREFIXES = {"policy": "policy:", "customer": "customer:", "agent": "agent:stats:"}
-MEMORY_TTLS = {"policy": 300, "customer": 180, "agent": 600}
-
 
 @dataclass(frozen=True)
 class WarmPlan:
-    """How one data type is warmed: its key prefix and its TTLs in Redis and in memory."""
+    """How one data type is warmed: its key prefix and its TTLs in Redis and in memory.
+
+    The lab's plans (policies, customers, agent statistics) are `labcache.lab.plans`.
+    """
 
     kind: str
     prefix: str
@@ -52,20 +50,6 @@ class WarmPlan:
 
     def key(self, ident: str | int) -> str:
         return f"{self.prefix}{ident}"
-
-    @classmethod
-    def for_kind(cls, kind: str, settings: Settings | None = None) -> WarmPlan:
-        """The lab's plan for `policy`, `customer` or `agent` (Redis TTL from Settings/.env)."""
-        if kind not in PREFIXES:
-            raise ValueError(f"no warm plan for {kind!r}; known kinds: {sorted(PREFIXES)}")
-        ttl = (settings or Settings.from_env()).ttl_for(kind)
-        return cls(kind, PREFIXES[kind], ttl, min(MEMORY_TTLS[kind], ttl))
-
-
-def lab_plans(settings: Settings | None = None) -> dict[str, WarmPlan]:
-    """Policies 30/5 min, customers 15/3 min, agent stats 60/10 min (Redis/memory), by default."""
-    settings = settings or Settings.from_env()
-    return {kind: WarmPlan.for_kind(kind, settings) for kind in PREFIXES}
 
 
 def top_keys(access_log: Iterable[str], n: int) -> list[str]:

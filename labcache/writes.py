@@ -15,23 +15,41 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from labcache.aside import REDIS_FAILURES
 from labcache.cluster import ClusterUnsupported
-from labcache.data import InsuranceDB, Row
 from labcache.events import ERROR, L2, CacheEvent
-from labcache.flusher import Flusher, FlushStats, Lag, main
+from labcache.flusher import BatchSink, Flusher, FlushStats, Lag
 from labcache.multilevel import MultiLevelCache
 from labcache.validate import positive_seconds
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Row = dict[str, Any]
+
+
+class WriteSink(BatchSink, Protocol):
+    """The database write-through and write-behind write to (the course's `InsuranceDB` is one).
+
+    Write-through calls `update_policy`/`update_customer`, which commit and return the new row;
+    write-behind reads rows with `get_policy`/`get_customer`, checks changes before queueing
+    them (`validate_changes`, `updatable`), and its flusher applies them (`apply_writes`).
+    """
+
+    async def get_policy(self, policy_id: str | int) -> Row | None: ...
+    async def get_customer(self, customer_id: str | int) -> Row | None: ...
+    async def update_policy(self, policy_id: str | int, **changes: Any) -> Row: ...
+    async def update_customer(self, customer_id: str | int, **changes: Any) -> Row: ...
+    def updatable(self, table: str) -> frozenset[str]: ...
+    def validate_changes(
+        self, table: str, changes: Mapping[str, Any], *, check_references: bool = True
+    ) -> dict[str, Any]: ...
+
 
 # SET + tags + XADD as one step: no reader sees the new value without its write being queued.
 # The version counter starts from the server clock (µs), so a Redis that lost it still counts up
@@ -120,7 +138,7 @@ class WriteThrough:
     cache A): give such keys a short TTL or invalidate instead of writing.
     """
 
-    def __init__(self, cache: MultiLevelCache, db: InsuranceDB, *, ttl: float | None = None):
+    def __init__(self, cache: MultiLevelCache, db: WriteSink, *, ttl: float | None = None):
         self.cache = cache
         self.db = db
         self.ttl = None if ttl is None else positive_seconds(ttl)
@@ -169,7 +187,7 @@ class WriteThrough:
         drop_tags: Iterable[str] = (),
         **changes: Any,
     ) -> Row:
-        """`InsuranceDB.update_policy`, then cache the row it returns under `policy:<id>`."""
+        """`WriteSink.update_policy`, then cache the row it returns under `policy:<id>`."""
         return await self.write(
             f"policy:{policy_id}",
             lambda: self.db.update_policy(policy_id, **changes),
@@ -187,7 +205,7 @@ class WriteThrough:
         drop_tags: Iterable[str] = (),
         **changes: Any,
     ) -> Row:
-        """`InsuranceDB.update_customer`, then cache the row it returns under `customer:<id>`."""
+        """`WriteSink.update_customer`, then cache the row it returns under `customer:<id>`."""
         return await self.write(
             f"customer:{customer_id}",
             lambda: self.db.update_customer(customer_id, **changes),
@@ -237,7 +255,7 @@ class WriteBehind:
     def __init__(
         self,
         cache: MultiLevelCache,
-        db: InsuranceDB,
+        db: WriteSink,
         *,
         stream: str = "__writes__",
         group: str = "flushers",
@@ -367,7 +385,3 @@ class WriteBehind:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-if __name__ == "__main__":  # the flusher CLI, also reachable from here
-    sys.exit(main())

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from jupyter_client import KernelManager
 
-from labcache.cluster import LocalCluster
 from labcache.embedded import FolderGuard, RedisBinaryNotFound, RedisServer, find_redis_server
+from labcache.lab.local_cluster import LocalCluster
 
 try:
     find_redis_server()
@@ -31,7 +31,7 @@ TIMEOUT = 30.0
 # Prints the folders and the server pids, then waits to be killed.
 OWNER = """
 import sys, time
-from labcache.cluster import LocalCluster
+from labcache.lab.local_cluster import LocalCluster
 from labcache.embedded import RedisServer
 cluster = LocalCluster(primaries=3, replicas=0).start()
 server = RedisServer().start()
@@ -90,7 +90,7 @@ def test_a_kernel_shut_down_by_jupyter_leaves_nothing(tmp_path: Path) -> None:
     try:
         kc.wait_for_ready(timeout=60)
         code = (
-            "from labcache.cluster import LocalCluster\n"
+            "from labcache.lab.local_cluster import LocalCluster\n"
             "cluster = LocalCluster(primaries=3, replicas=0).start()\n"
         )
         reply = kc.execute_interactive(code, timeout=60)

@@ -19,8 +19,6 @@ from labcache.aside import CacheAside, unlink_matching
 from labcache.cluster import (
     ClusterBackplane,
     ClusterUnsupported,
-    LocalCluster,
-    failover_drill,
     group_by_slot,
     key_slot,
     scan_pages,
@@ -29,7 +27,9 @@ from labcache.cluster import (
 from labcache.connection import RedisUnavailable, connect
 from labcache.embedded import RedisBinaryNotFound, find_redis_server, server_version
 from labcache.generations import Generation
-from labcache.invalidation import POLICY_UPDATED, Invalidator
+from labcache.invalidation import Invalidator
+from labcache.lab.local_cluster import LocalCluster, failover_drill
+from labcache.lab.rules import LAB_RULES, POLICY_UPDATED
 from labcache.multilevel import MultiLevelCache
 from labcache.stampede import DistributedLock
 from labcache.warming import CacheWarmer
@@ -288,7 +288,9 @@ async def test_invalidation_rules_and_generations_on_the_cluster(
         await cache.set("quote:1", "q", tags=["policy:7", "customer:3"])
         await cache.set("customer:3:policies", "list")
         await cache.set("policy:8", "other", tags=["policy:8"])
-        report = await Invalidator(cache).emit(POLICY_UPDATED, policy_id=7, customer_id=3)
+        report = await Invalidator(cache, rules=LAB_RULES).emit(
+            POLICY_UPDATED, policy_id=7, customer_id=3
+        )
         assert report.ok, report.failures
         assert sorted(report.tag_members["policy:7"]) == ["policy:7", "quote:1"]
         assert report.counts == {"keys": 1, "tags": 2, "patterns": 0}

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from labcache import data
-from labcache.data import (
+from labcache.lab import data
+from labcache.lab.data import (
     DATA_DIR,
     InsuranceDB,
     Latency,
@@ -117,7 +117,7 @@ def test_csvs_are_consistent_with_each_other() -> None:
 
 
 def test_missing_data_folder_says_how_to_fix_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"python -m labcache\.data"):
+    with pytest.raises(FileNotFoundError, match=r"python -m labcache\.lab\.data"):
         InsuranceDB(tmp_path)
 
 

@@ -33,9 +33,9 @@ from labcache.breaker import (
     OperationTimeout,
 )
 from labcache.connection import connect
-from labcache.data import InsuranceDB, Latency
 from labcache.embedded import RedisServer
 from labcache.events import ERROR, EVICT, FALLBACK, HIT, L1, L2, MISS, CacheEvent
+from labcache.lab.data import InsuranceDB, Latency
 from labcache.multilevel import MultiLevelCache
 from tests.helpers import Loader
 from tests.tcp_proxy import TcpProxy

@@ -12,13 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from labcache.data import InsuranceDB, Latency
 from labcache.embedded import RedisServer
 from labcache.invalidation import (
-    AGENT_STATS_CHANGED,
-    CUSTOMER_UPDATED,
-    POLICY_UPDATED,
-    QUOTE_EXPIRED,
     InvalidationRefused,
     Invalidator,
     QuoteCleanup,
@@ -27,6 +22,14 @@ from labcache.invalidation import (
     matches_everything,
 )
 from labcache.keys import glob_escape
+from labcache.lab.data import InsuranceDB, Latency
+from labcache.lab.rules import (
+    AGENT_STATS_CHANGED,
+    CUSTOMER_UPDATED,
+    LAB_RULES,
+    POLICY_UPDATED,
+    QUOTE_EXPIRED,
+)
 from labcache.multilevel import MultiLevelCache
 from tests.helpers import Loader, command_counts, commands_sent
 
@@ -59,7 +62,7 @@ async def cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MultiLev
 
 @pytest.fixture
 def invalidator(cache: MultiLevelCache) -> Invalidator:
-    return Invalidator(cache)
+    return Invalidator(cache, rules=LAB_RULES)
 
 
 async def populate(cache: MultiLevelCache, keys: dict[str, list[str]] = DATASET) -> None:
@@ -168,7 +171,7 @@ async def test_a_customer_update_reaches_the_policy_through_its_tag(
 async def test_rules_register_by_decorator_or_add_rule_and_may_be_async(
     cache: MultiLevelCache,
 ) -> None:
-    invalidator = Invalidator(cache, builtin_rules=False)
+    invalidator = Invalidator(cache)
     assert invalidator.events == []
 
     @invalidator.rule("policy.renewed")
@@ -248,7 +251,7 @@ async def test_tags_drop_other_instances_l1_too_and_keep_untagged_entries(
         assert set(b.l1.keys()) == {namespace + k for k in DATASET}
         received = b.backplane.received  # type: ignore[union-attr]
 
-        report = await Invalidator(a).emit(CUSTOMER_UPDATED, customer_id="c1")
+        report = await Invalidator(a, rules=LAB_RULES).emit(CUSTOMER_UPDATED, customer_id="c1")
         await b.backplane.wait_received(received + 2)  # type: ignore[union-attr]  # key + tag
 
         dropped = {"customer:c1", "customer:c1:policies", "policy:1", "quote:q1"}
@@ -361,7 +364,7 @@ async def test_scan_count_sets_the_page_size(fresh_server: RedisServer) -> None:
 async def test_no_code_path_sends_keys(fresh_server: RedisServer) -> None:
     client = aioredis.from_url(fresh_server.url)
     async with MultiLevelCache(client, namespace="nk:") as cache:
-        invalidator = Invalidator(cache, scan_count=10)
+        invalidator = Invalidator(cache, rules=LAB_RULES, scan_count=10)
         invalidator.add_rule("x", lambda **_: Targets(patterns=["policy:*"]))
         await populate(cache)
         before = await command_counts(client)
@@ -574,7 +577,7 @@ async def test_emit_with_redis_down_reports_failures(fresh_server: RedisServer) 
     client = aioredis.from_url(fresh_server.url)
     cache = MultiLevelCache(client, namespace="down:", backplane=False)
     fresh_server.kill()
-    report = await Invalidator(cache).emit(CUSTOMER_UPDATED, customer_id="c1")
+    report = await Invalidator(cache, rules=LAB_RULES).emit(CUSTOMER_UPDATED, customer_id="c1")
     await client.aclose()
     assert [f.step for f in report.failures] == ["tag customer:c1", "keys"]
     assert all("Error" in f.error for f in report.failures)

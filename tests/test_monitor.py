@@ -11,9 +11,9 @@ import redis.asyncio as aioredis
 
 from labcache.embedded import RedisServer
 from labcache.events import ERROR, FALLBACK, HIT, LOAD, MISS, SET, CacheEvent
+from labcache.lab.workload import VirtualClock
 from labcache.monitor import CacheMonitor, LatencyHistogram, rate
 from labcache.multilevel import MultiLevelCache
-from labcache.workload import VirtualClock
 from tests.helpers import Loader
 
 RESOLUTION = 10 ** (0.5 / 50) - 1  # half a bucket: the histogram's worst relative error

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from labcache.data import InsuranceDB, Latency, SourceUnavailable
 from labcache.errors import LabcacheError, LoadTimeout
 from labcache.events import EARLY_REFRESH, HIT, LOCK_WAIT, MISS, STALE, CacheEvent
-from labcache.expiry_drill import ManualClock, expiry_drill
+from labcache.lab.data import InsuranceDB, Latency, SourceUnavailable
+from labcache.lab.expiry_drill import ManualClock, expiry_drill
 from labcache.multilevel import MultiLevelCache
 from labcache.stampede import DistributedLock, SingleFlight, XFetch
 from tests.helpers import Loader, command_counts, commands_sent

@@ -12,9 +12,10 @@ from redis import exceptions as redis_exceptions
 
 from labcache import entry
 from labcache.connection import Settings
-from labcache.data import InsuranceDB, Latency
+from labcache.lab.data import InsuranceDB, Latency
+from labcache.lab.plans import lab_plan, lab_plans
 from labcache.multilevel import MultiLevelCache
-from labcache.warming import CacheWarmer, WarmPlan, lab_plans, top_keys
+from labcache.warming import CacheWarmer, top_keys
 from tests.helpers import Loader, command_counts, commands_sent
 
 
@@ -204,9 +205,9 @@ async def test_lab_plans_and_warm_plan_with_the_insurance_db(
         "policy": (1800, 300), "customer": (900, 180), "agent": (3600, 600)
     }  # fmt: skip
     assert plans["agent"].key("A001") == "agent:stats:A001"
-    assert WarmPlan.for_kind("policy", Settings(policy_ttl=120)).memory_ttl == 120
+    assert lab_plan("policy", Settings(policy_ttl=120)).memory_ttl == 120
     with pytest.raises(ValueError, match="no warm plan"):
-        WarmPlan.for_kind("quote", Settings())
+        lab_plan("quote", Settings())
     db = InsuranceDB(latency=Latency.zero())
     ids = [*db.policy_ids()[:5], "99999"]
     result = await CacheWarmer(cache, progress=False).warm_plan(plans["policy"], ids, db.get_policy)

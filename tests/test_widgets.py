@@ -10,11 +10,11 @@ import plotly.graph_objects as go
 import pytest
 import redis.asyncio as aioredis
 
-from labcache.data import InsuranceDB, Latency
+from labcache.lab.data import InsuranceDB, Latency
+from labcache.lab.widgets import Dashboard, dashboard
+from labcache.lab.workload import VirtualClock, Workload
 from labcache.monitor import CacheMonitor
 from labcache.multilevel import MultiLevelCache
-from labcache.widgets import Dashboard, dashboard
-from labcache.workload import VirtualClock, Workload
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -9,11 +9,17 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from labcache.data import InsuranceDB, Latency
 from labcache.embedded import RedisServer
+from labcache.lab.data import InsuranceDB, Latency
+from labcache.lab.workload import (
+    RequestStream,
+    VirtualClock,
+    Workload,
+    lab_quote_requests,
+    summarize,
+)
 from labcache.monitor import CacheMonitor
 from labcache.multilevel import MultiLevelCache
-from labcache.workload import RequestStream, VirtualClock, Workload, lab_quote_requests, summarize
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -23,9 +23,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from labcache.aside import REDIS_FAILURES
-from labcache.data import InsuranceDB, Latency, SourceUnavailable
 from labcache.embedded import RedisServer
 from labcache.events import CacheEvent
+from labcache.lab.data import InsuranceDB, Latency, SourceUnavailable
 from labcache.multilevel import MultiLevelCache
 from labcache.writes import Flusher, Lag, WriteBehind, WriteThrough
 from tests.helpers import command_counts, commands_sent
@@ -515,7 +515,7 @@ async def test_flusher_process_killed_mid_batch_loses_no_write(
     expected = await queue(wb, pids, 1000.0)
     expected.update(await queue(wb, pids[:100], 5000.0))  # rewrites: the last one must win
     total = 700
-    command = [sys.executable, "-m", "labcache.writes", "flush", "--url", redis_url,
+    command = [sys.executable, "-m", "labcache.lab.flush", "flush", "--url", redis_url,
                "--db", str(db_path), "--namespace", namespace, "--batch-size", "50",
                "--interval", "0.05", "--latency-scale", "2"]  # fmt: skip
     first = await asyncio.create_subprocess_exec(

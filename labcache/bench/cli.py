@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 from labcache.bench.core import Check, Ctx, Plan, Result, Row
 from labcache.bench.peers import POOL_SIZE, versions
 from labcache.bench.report import Report, checks_text, table, write_files
-from labcache.data import InsuranceDB, Latency
 from labcache.embedded import RedisServer, find_redis_server, free_port, server_version
+from labcache.lab.data import InsuranceDB, Latency
 
 logger = logging.getLogger(__name__)
 Scenario = Callable[[Ctx], Awaitable[Result]]

@@ -15,7 +15,7 @@ from labcache.aside import CacheAside
 from labcache.bench.core import Ctx, Result, Row, fmt_time, median, pct, percentile, set_ratios
 from labcache.bench.peers import Peers
 from labcache.bench.versus import make_peer
-from labcache.data import InsuranceDB, Latency
+from labcache.lab.data import InsuranceDB, Latency
 from labcache.multilevel import MultiLevelCache
 
 S6, S7, S9 = "6 stampede", "7 Zipf workload", "9 memory"
@@ -222,7 +222,7 @@ async def stampede(ctx: Ctx) -> Result:
 
 async def workload(ctx: Ctx) -> Result:
     """The lab's 60/30/10 mix with Zipf keys, open loop: levels, latency, source calls."""
-    from labcache.workload import Workload
+    from labcache.lab.workload import Workload
 
     res = Result()
     plan = ctx.plan
@@ -366,7 +366,7 @@ async def memory(ctx: Ctx) -> Result:
 
 
 async def _bounded_run(ctx: Ctx, res: Result) -> None:
-    from labcache.workload import RequestStream, lab_quote_requests
+    from labcache.lab.workload import RequestStream, lab_quote_requests
 
     n, limit = ctx.plan.memory_requests, 1000
     db = InsuranceDB(latency=Latency.zero())

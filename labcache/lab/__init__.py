@@ -1,5 +1,16 @@
 """The course around the library: what the notebooks need and a service using labcache does not.
 
+- `data`: the lab's insurance database (SQLite from seeded CSVs, simulated latency, call counts).
+- `workload`: the lab's request mix, seeded, open or closed loop, on a virtual clock if asked.
+- `display`, `widgets`: the notebooks' colours, source views, live dashboard and sliders.
+- `rules`, `plans`: the lab's invalidation rules and warm plans, for the library's
+  `Invalidator` and `CacheWarmer`.
+- `local_cluster`: a real Redis Cluster on this machine, and a failover drill.
+- `expiry_drill`: readers arriving around an expiry on a hand-moved clock (notebook 06).
+- `flush`: the write-behind flusher as its own process, on the course's database.
 - `student`: each student's own key prefix on a shared Redis, and the ACL rules that fence it.
-- `exercises`: the `@exercise` stub marker; `LABCACHE_SOLUTIONS=1` swaps in `solutions/`.
+- `exercises`: the `@exercise` stub marker; `LABCACHE_SOLUTIONS=1` swaps in `solutions/`;
+  `checks/` holds what the self-check cells need.
+
+Most of it needs the course extra (`pip install 'labcache[lab]'`).
 """

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from labcache.aside import CacheAside
-from labcache.data import InsuranceDB, Row
+from labcache.lab.data import InsuranceDB, Row
 
 
 class ReaderBetweenSteps:

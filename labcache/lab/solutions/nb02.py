@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from labcache.aside import CacheAside
-from labcache.data import InsuranceDB, Row
+from labcache.lab.data import InsuranceDB, Row
 
 
 async def get_customer_cached(

@@ -7,7 +7,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
-from labcache.data import Row
+from labcache.lab.data import Row
 from labcache.writes import WriteThrough
 
 

@@ -20,12 +20,12 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from labcache.data import InsuranceDB
-from labcache.display import COLORS, style
+from labcache.lab.data import InsuranceDB
+from labcache.lab.display import COLORS, style
+from labcache.lab.workload import Workload
 from labcache.monitor import CacheMonitor
 from labcache.multilevel import MultiLevelCache
 from labcache.tasks import cancel_and_wait
-from labcache.workload import Workload
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Every call sleeps a simulated latency and is counted, so a notebook can show what a cache saves
 and a test can assert "the database was asked exactly once". The CSVs come from a seeded
-generator (``python -m labcache.data``), so every run and every notebook output repeats.
+generator (``python -m labcache.lab.data``), so every run and every notebook output repeats.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 from labcache.errors import LabcacheError
 
 SEED = 10
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 POLICY_IDS = range(10000, 15000)  # includes the lab's "12345"
 CUSTOMER_IDS = range(60000, 62000)
 AGENT_IDS = [f"A{n:03d}" for n in range(1, 201)]
@@ -225,7 +225,7 @@ class InsuranceDB:
         if missing:
             raise FileNotFoundError(
                 f"InsuranceDB needs {', '.join(missing)} in {directory}; pass data_dir=... "
-                "or regenerate the CSVs with `python -m labcache.data` in the repository"
+                "or regenerate the CSVs with `python -m labcache.lab.data` in the repository"
             )
         for table, cols in SCHEMA.items():
             with (directory / f"{table}.csv").open(newline="", encoding="utf-8") as fh:

@@ -28,9 +28,9 @@ from typing import Any, ClassVar, Protocol
 
 import pandas as pd
 
-from labcache.data import InsuranceDB
 from labcache.events import LOAD, CacheEvent, EventHub
 from labcache.keys import request_key
+from labcache.lab.data import InsuranceDB
 from labcache.monitor import REQUEST_KINDS, served_level
 from labcache.tasks import cancel_and_wait
 
