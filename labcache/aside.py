@@ -9,6 +9,10 @@ What the lab's version got wrong, and this one does not:
 Every Redis call is bounded by `op_timeout` and goes through a circuit breaker (labcache.breaker):
 after a run of failures the cache stops asking Redis and serves from the loader until a probe
 succeeds. A value larger than `max_value_bytes` is served but not cached.
+
+A loader's exception reaches the caller, after an ERROR event at SOURCE; nothing is cached.
+There is no stampede protection here: N concurrent misses of one key call the loader N times
+(MultiLevelCache's single-flight shares one load between them).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisClusterException, RedisError
@@ -43,11 +47,11 @@ from labcache.events import (
     REJECTED,
     SET,
     SOURCE,
-    CacheEvent,
     EventHub,
 )
 from labcache.keys import glob_escape, validate_key
 from labcache.serializers import CorruptEntry, JsonSerializer, Serializer, dumps_for, loads_for
+from labcache.stats import Counters
 from labcache.validate import optional_whole, positive_seconds
 
 logger = logging.getLogger(__name__)
@@ -88,9 +92,10 @@ async def unlink_matching(redis: aioredis.Redis, pattern: str, *, count: int = 1
 
 
 @dataclass
-class AsideStats:
+class AsideStats(Counters):
     """Counts since the cache was made; `hit_rate` is hits / (hits + misses)."""
 
+    DERIVED: ClassVar[tuple[str, ...]] = ("hit_rate",)
     hits: int = 0
     misses: int = 0
     loads: int = 0
@@ -102,9 +107,6 @@ class AsideStats:
     def hit_rate(self) -> float:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "hit_rate": self.hit_rate}
 
 
 class CacheAside:
@@ -118,7 +120,6 @@ class CacheAside:
         default_ttl: float = 300,
         serializer: Serializer | None = None,
         negative_ttl: float | None = None,
-        clock: Callable[[], float] = time.perf_counter,
         op_timeout: float | None = DEFAULT_OP_TIMEOUT,
         breaker: CircuitBreaker | bool = True,
         max_value_bytes: int | None = None,
@@ -135,14 +136,15 @@ class CacheAside:
         self.default_ttl = positive_seconds(default_ttl, "default_ttl")
         self.negative_ttl = None if negative_ttl is None else positive_seconds(negative_ttl)
         self.serializer = serializer or JsonSerializer()
-        self.clock = clock
         self.stats = AsideStats()
         self.events = EventHub()
         self.op_timeout = None if op_timeout is None else positive_seconds(op_timeout, "op_timeout")
         self.max_value_bytes = optional_whole(max_value_bytes, "max_value_bytes")
         self.breaker = coerce(breaker, cluster=is_cluster(redis))
         if self.breaker is not None:
-            self.breaker.subscribe(lambda kind, why: self._emit(kind, "*", L2, None, detail=why))
+            self.breaker.subscribe(
+                lambda kind, why: self.events.report(kind, "*", L2, None, detail=why)
+            )
 
     def key(self, key: str) -> str:
         """The Redis key for a cache key: the namespace prefix plus the key."""
@@ -152,7 +154,7 @@ class CacheAside:
         """The cached value for `key`, or the loader's, stored for `ttl` seconds."""
         full = self.key(key)
         ttl = self.default_ttl if ttl is None else positive_seconds(ttl)
-        start = self.clock()
+        start = time.perf_counter()
         try:
             data = await guarded(self.breaker, self.redis.get(full), self.op_timeout)
         except REDIS_FAILURES as exc:
@@ -164,7 +166,7 @@ class CacheAside:
                 await self._drop_corrupt(full, exc)
             else:
                 self.stats.hits += 1
-                self._emit(HIT, key, L2, start)
+                self.events.report(HIT, key, L2, start)
                 return value
         value = await self._load(key, loader)
         if value is not None or self.negative_ttl is not None:
@@ -175,7 +177,7 @@ class CacheAside:
             except ValueTooLarge:
                 pass  # served, not cached (REJECTED was emitted)
         self.stats.misses += 1
-        self._emit(MISS, key, SOURCE, start)
+        self.events.report(MISS, key, SOURCE, start)
         return value
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -190,7 +192,7 @@ class CacheAside:
         unlink = self.redis.unlink(*(self.key(k) for k in keys))
         removed = int(await guarded(self.breaker, unlink, self.op_timeout))
         self.stats.invalidations += removed
-        self._emit(INVALIDATE, ",".join(keys), L2, None, detail=str(removed))
+        self.events.report(INVALIDATE, ",".join(keys), L2, None, detail=str(removed))
         return removed
 
     async def invalidate_pattern(self, pattern: str, *, count: int = 1000) -> int:
@@ -199,28 +201,34 @@ class CacheAside:
         walk = unlink_matching(self.redis, full_pattern, count=count)
         removed = await guarded(self.breaker, walk, None)  # many calls: socket_timeout each
         self.stats.invalidations += removed
-        self._emit(INVALIDATE, pattern, L2, None, detail=str(removed))
+        self.events.report(INVALIDATE, pattern, L2, None, detail=str(removed))
         return removed
 
     async def _store(self, full: str, value: Any, ttl: float | None) -> None:
         data = dumps_for(self.serializer, full, value)
         assert ttl is not None
         if self.max_value_bytes is not None and len(data) > self.max_value_bytes:
-            exc = too_large(full[len(self.namespace) :], len(data), self.max_value_bytes)
+            exc = too_large(self._short(full), len(data), self.max_value_bytes)
             logger.warning("%s", exc)
-            self._emit(REJECTED, full[len(self.namespace) :], L2, None, detail=str(exc))
+            self.events.report(REJECTED, self._short(full), L2, None, detail=str(exc))
             raise exc
         await guarded(self.breaker, self.redis.set(full, data, px=ttl_ms(ttl)), self.op_timeout)
         self.stats.sets += 1
-        self._emit(SET, full[len(self.namespace) :], L2, None)
+        self.events.report(SET, self._short(full), L2, None)
 
     async def _load(self, key: str, loader: Loader[T]) -> T:
-        start = self.clock()
+        """Run the loader, counted and timed; its failure is an ERROR event, then the caller's."""
+        start = time.perf_counter()
         self.stats.loads += 1
         try:
             return await loader()
+        except Exception as exc:
+            self.events.report(
+                ERROR, key, SOURCE, None, detail=f"loader: {type(exc).__name__}: {exc}"
+            )
+            raise
         finally:
-            self._emit(LOAD, key, SOURCE, start)
+            self.events.report(LOAD, key, SOURCE, start)
 
     async def _load_without_redis(
         self, key: str, loader: Loader[T], exc: BaseException, start: float
@@ -229,25 +237,23 @@ class CacheAside:
         self._error(key, exc)
         value = await self._load(key, loader)
         self.stats.misses += 1
-        self._emit(FALLBACK, key, SOURCE, start, detail=f"{type(exc).__name__}: {exc}")
+        self.events.report(FALLBACK, key, SOURCE, start, detail=f"{type(exc).__name__}: {exc}")
         return value
 
     async def _drop_corrupt(self, full: str, exc: CorruptEntry) -> None:
         logger.warning("%s; deleting it", exc)
         self.stats.errors += 1
-        self._emit(ERROR, full, L2, None, detail=str(exc))
+        self.events.report(ERROR, self._short(full), L2, None, detail=str(exc))
         with contextlib.suppress(*REDIS_FAILURES):
             await guarded(self.breaker, self.redis.unlink(full), self.op_timeout)
+
+    def _short(self, full: str) -> str:
+        # Events name the caller's key, as MultiLevelCache's do, not the Redis key.
+        return full[len(self.namespace) :]
 
     def _error(self, key: str, exc: BaseException) -> None:
         # Skipped by the open breaker: logged quietly (the breaker logged the outage once).
         log = logger.debug if isinstance(exc, CircuitOpen) else logger.warning
         log("Redis failed for %r: %s", key, exc)
         self.stats.errors += 1
-        self._emit(ERROR, key, L2, None, detail=f"{type(exc).__name__}: {exc}")
-
-    def _emit(self, kind: str, key: str, level: str, start: float | None, detail: str = "") -> None:
-        if self.events:
-            now = self.clock()
-            duration = 0.0 if start is None else now - start
-            self.events.emit(CacheEvent(kind, key, level, duration, now, detail))
+        self.events.report(ERROR, key, L2, None, detail=f"{type(exc).__name__}: {exc}")

@@ -8,8 +8,6 @@ A dropped subscription is answered the same way, since what was missed cannot be
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -17,15 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from labcache.tasks import BackgroundListener
+from labcache.listener import PubSubListener
 
 logger = logging.getLogger(__name__)
 
 
-class Backplane(BackgroundListener):
+class Backplane(PubSubListener):
     """Publishes this instance's invalidations and applies the others' through callbacks."""
+
+    transport = "pub/sub"  # as the reasons for a flush name it
 
     def __init__(
         self,
@@ -37,14 +36,13 @@ class Backplane(BackgroundListener):
         on_reset: Callable[[str], None],
         instance_id: str | None = None,
     ) -> None:
-        super().__init__(f"backplane:{channel}")
-        self.redis = redis
-        self.channel = channel
+        super().__init__(redis, channel, f"backplane:{channel}")
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self.on_keys, self.on_pattern, self.on_reset = on_keys, on_pattern, on_reset
         self.sequence = 0
         self.resets = 0
         self._last_seen: dict[str, int] = {}
+        self._deaf = False
 
     async def publish(self, op: str, arg: list[str] | str) -> None:
         """Tell the other instances to evict `arg` (a list of keys, or a glob for op 'pattern')."""
@@ -52,40 +50,18 @@ class Backplane(BackgroundListener):
         message = json.dumps({"src": self.instance_id, "seq": self.sequence, "op": op, "arg": arg})
         await self.redis.publish(self.channel, message)
 
-    async def _run(self) -> None:
-        backoff = 0.05
-        lost = False  # messages may have been missed since the last subscription
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                confirmations = 0
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        confirmations += 1
-                        # Re-subscribed (by redis-py or by us): flush what L1 gained while deaf.
-                        if confirmations > 1 or lost:
-                            lost = False
-                            self._last_seen.clear()  # the flush covers the gap; no second flush
-                            self._reset("pub/sub reconnected")
-                        self._ready.set()
-                        backoff = 0.05
-                    elif message["type"] == "message":
-                        await self._apply(message["data"])
-            except (RedisError, OSError) as exc:
-                lost = True
-                self._ready.clear()
-                self._reset(f"pub/sub connection lost: {type(exc).__name__}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    async def _subscribed(self, again: bool) -> None:
+        # Re-subscribed (by redis-py or by us): flush what L1 gained while deaf.
+        if again or self._deaf:
+            self._deaf = False
+            self._last_seen.clear()  # the flush covers the gap; no second flush
+            self._reset(f"{self.transport} reconnected")
 
-    async def _apply(self, raw: bytes | str) -> None:
+    def _lost(self, exc: BaseException) -> None:
+        self._deaf = True  # messages may have been missed until the next subscription
+        self._reset(f"{self.transport} connection lost: {type(exc).__name__}")
+
+    async def _handle(self, raw: bytes | str) -> None:
         try:
             msg: dict[str, Any] = json.loads(raw)
             src, seq, op, arg = msg["src"], int(msg["seq"]), msg["op"], msg["arg"]

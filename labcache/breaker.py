@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from labcache.errors import LabcacheError
+from labcache.stats import Counters
 from labcache.validate import seconds, whole
 
 if sys.version_info >= (3, 11):
@@ -71,7 +72,7 @@ class OperationTimeout(LabcacheError, RedisTimeoutError):
 
 
 @dataclass
-class BreakerStats:
+class BreakerStats(Counters):
     """Calls and transitions since the breaker was made."""
 
     successes: int = 0
@@ -81,9 +82,6 @@ class BreakerStats:
     opened: int = 0
     half_opened: int = 0
     closed: int = 0  # recoveries: half-open -> closed
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 Listener = Callable[[str, str], None]  # (event kind, reason)

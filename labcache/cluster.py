@@ -28,7 +28,6 @@ A real cluster to try it on, `LocalCluster`, is the course's: `labcache.lab.loca
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -236,12 +235,15 @@ class ClusterBackplane(Backplane):
     """
 
     sharded: bool | None = None  # decided at start(): does the server know SPUBLISH?
+    # RuntimeError: redis-py's round-robin over per-node pubsubs found none left.
+    failures = (*Backplane.failures, RuntimeError)
 
     async def start(self, timeout: float = 5.0) -> None:
         cluster = cast(RedisCluster, self.redis)
         await primaries(cluster)  # routing a channel needs the slot map
         if self.sharded is None:
             self.sharded = await supports_sharded_pubsub(cluster)
+        self.transport = "sharded pub/sub" if self.sharded else "pub/sub"
         await super().start(timeout)
 
     async def publish(self, op: str, arg: list[str] | str) -> None:
@@ -252,43 +254,17 @@ class ClusterBackplane(Backplane):
         message = json.dumps({"src": self.instance_id, "seq": self.sequence, "op": op, "arg": arg})
         await self.redis.spublish(self.channel, message)
 
-    async def _run(self) -> None:
+    async def _subscribe(self, pubsub: Any) -> None:
         if not self.sharded:
-            await super()._run()
+            await super()._subscribe(pubsub)
             return
-        backoff = 0.05
-        lost = False
-        while True:
-            pubsub = cast(Any, self.redis).pubsub()
-            try:
-                await pubsub.ssubscribe(self.channel)
-                confirmations = 0
-                while True:
-                    message = await pubsub.get_sharded_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    kind = kind.decode() if isinstance(kind, bytes) else kind
-                    if kind == "ssubscribe":
-                        confirmations += 1
-                        if confirmations > 1 or lost:  # moved to a new primary: we were deaf
-                            lost = False
-                            self._last_seen.clear()
-                            self._reset("sharded pub/sub re-subscribed")
-                        self._ready.set()
-                        backoff = 0.05
-                    elif kind == "smessage":
-                        await self._apply(message["data"])
-            except (RedisError, RedisClusterException, OSError, RuntimeError) as exc:
-                # RuntimeError: redis-py's round-robin over per-node pubsubs found none left.
-                lost = True
-                self._ready.clear()
-                self._reset(f"sharded pub/sub lost: {type(exc).__name__}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await pubsub.ssubscribe(self.channel)
+
+    async def _read(self, pubsub: Any) -> dict[str, Any] | None:
+        if not self.sharded:
+            return await super()._read(pubsub)
+        message: dict[str, Any] | None = await pubsub.get_sharded_message(timeout=1.0)
+        return message
 
 
 async def supports_sharded_pubsub(client: RedisCluster) -> bool:

@@ -173,7 +173,13 @@ def redact_loose(url: str) -> str:
     return f"{head}://{user}:***@{rest}"
 
 
-def _local_redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
+def redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    """Whether a Redis at `host:port` answers PING right now (within 0.3 s, no password).
+
+    What `connect()` asks of localhost:6379 before it starts a private server; a quick check
+    that needs no client, e.g. in a notebook cell. Anything else listening there (another
+    service, a Redis that wants a password) is False.
+    """
     try:
         with socket.create_connection((host, port), timeout=0.3) as s:
             s.sendall(b"PING\r\n")
@@ -188,6 +194,19 @@ def embedded_server() -> RedisServer:
     if _embedded is None or not _embedded.running:
         _embedded = RedisServer().start()
     return _embedded
+
+
+def stop_embedded_server() -> None:
+    """Stop the process's private redis-server, if one is running, and remove its folder.
+
+    Idempotent. It is stopped at interpreter exit anyway; this frees it sooner (a notebook
+    done with it, a test that needs none running). The next `connect()` that needs one, or
+    `embedded_server()`, starts a fresh server.
+    """
+    global _embedded
+    server, _embedded = _embedded, None
+    if server is not None:
+        server.stop()
 
 
 async def connect(
@@ -214,7 +233,7 @@ async def connect(
             "(labcache.lab.local_cluster.LocalCluster does, for tests and notebook 08)"
         )
     if url is None and os.environ.get("LABCACHE_EMBEDDED") != "1":
-        if _local_redis_answers():
+        if redis_answers():
             url, source = "redis://127.0.0.1:6379/0", "localhost:6379"
         else:
             tried.append("localhost:6379 (nothing answered PING)")

@@ -258,6 +258,14 @@ class RedisServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def guard(self) -> FolderGuard | None:
+        """The `FolderGuard` that removes the folder labcache made for this server, and ends
+        the server, should this process be killed; `stop()` dismisses it. None before
+        `start()`, after `stop()`, and for a `directory` you gave (never removed).
+        """
+        return self._guard
+
     def __enter__(self) -> RedisServer:
         return self.start() if not self.running else self
 

@@ -6,6 +6,7 @@ Emitting costs one truthiness check when nobody listens, so the L1 hit path stay
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +57,15 @@ class EventHub:
         """Add a listener; call the returned function to remove it again."""
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener) if listener in self.listeners else None
+
+    def report(
+        self, kind: str, key: str, level: str, start: float | None = None, detail: str = ""
+    ) -> None:
+        """Emit an event if anyone listens; `start` is its perf_counter start (None: instant)."""
+        if self.listeners:
+            now = time.perf_counter()
+            duration = 0.0 if start is None else now - start
+            self.emit(CacheEvent(kind, key, level, duration, now, detail))
 
     def emit(self, event: CacheEvent) -> None:
         for listener in self.listeners:

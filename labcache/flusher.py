@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from labcache.aside import REDIS_FAILURES
+from labcache.stats import Counters
 from labcache.tasks import cancel_and_wait
 from labcache.validate import positive_seconds, seconds, whole
 
@@ -48,8 +49,10 @@ def _text(value: bytes | str) -> str:
 
 
 @dataclass(frozen=True)
-class Lag:
+class Lag(Counters):
     """Writes in the cache but not yet in the database: the data-loss window, right now."""
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("total",)
 
     pending: int  # read by a flusher, not yet acknowledged
     undelivered: int  # not yet read by any flusher
@@ -61,7 +64,7 @@ class Lag:
 
 
 @dataclass
-class FlushStats:
+class FlushStats(Counters):
     """Counts of one writer/flusher, since it was made."""
 
     queued: int = 0  # writes put in the stream by this object

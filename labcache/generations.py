@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from labcache.aside import Loader
-from labcache.multilevel import L1Entry, MultiLevelCache
+from labcache.multilevel import MultiLevelCache
 
 T = TypeVar("T")
 
@@ -28,15 +28,13 @@ class Generation:
     async def current(self) -> int:
         """The family's generation: from L1 when fresh, else one GET of the counter."""
         full = self.cache.key(self.counter_key)
-        try:
-            generation: int = self.cache.l1[full].value
-            return generation
-        except KeyError:
-            pass
-        raw = await self.cache.redis.get(full)
+        known = self.cache.l1.value(full)
+        if known is not None:
+            return int(known)
+        raw = await self.cache.store.call(self.cache.redis.get(full))
         generation = int(raw or 0)
         # A plain integer under the namespace: tracking and the backplane evict it like any key.
-        self.cache.l1[full] = L1Entry(generation, self.cache.clock() + self.check_every, 8)
+        self.cache.l1.put(full, generation, self.check_every, 8)
         return generation
 
     async def key(self, key: str) -> str:
@@ -52,7 +50,7 @@ class Generation:
     async def bump(self) -> int:
         """Invalidate every key of the family, everywhere, with one INCR; return the new number."""
         full = self.cache.key(self.counter_key)
-        generation = int(await self.cache.redis.incr(full))
+        generation = int(await self.cache.store.call(self.cache.redis.incr(full)))
         self.cache.l1.pop(full, None)
         await self.cache.announce([full])
         return generation

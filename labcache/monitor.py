@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from labcache.advice import Recommendation, recommend
 from labcache.events import ERROR, FALLBACK, HIT, LOAD, MISS, SOURCE, STALE, CacheEvent, EventHub
+from labcache.latency import PERCENTILES, LatencyHistogram, merged
 from labcache.optional import pandas
 from labcache.validate import positive_seconds, whole
 
@@ -30,7 +32,19 @@ if TYPE_CHECKING:  # pandas is the course extra's: imported only where a table i
 REQUEST_KINDS = frozenset({HIT, STALE, MISS, FALLBACK})
 # Where a request was served from, in the order tables and plots show them.
 SERVED_LEVELS = ("l1", "l2", "stale", "source")
-PERCENTILES = (50, 95, 99)
+# Public names; the histogram and the advice live in `latency` and `advice`, importable here too.
+__all__ = [
+    "PERCENTILES",
+    "REQUEST_KINDS",
+    "SERVED_LEVELS",
+    "CacheMonitor",
+    "LatencyHistogram",
+    "Observable",
+    "Recommendation",
+    "merged",
+    "rate",
+    "served_level",
+]
 
 
 class Observable(Protocol):
@@ -48,73 +62,6 @@ def served_level(event: CacheEvent) -> str:
     return SOURCE
 
 
-class LatencyHistogram:
-    """Log-spaced latency buckets: constant memory, O(1) per record, mergeable per interval.
-
-    Why a histogram and not a reservoir: it keeps every sample's contribution (a reservoir forgets
-    the rare slow requests that make the p99), costs one `log10` and a dict increment per
-    request, and two histograms add up, so per-interval ones give the run's totals exactly.
-    With 50 buckets per decade a percentile is reported as its bucket's geometric middle, within
-    ±2.3% of the true sample (nearest-rank definition); `min`/`max` are exact.
-    """
-
-    __slots__ = ("buckets", "count", "max", "min", "per_decade", "total")
-
-    def __init__(self, per_decade: int = 50) -> None:
-        whole(per_decade, "per_decade")
-        self.per_decade = per_decade
-        self.buckets: Counter[int] = Counter()
-        self.count = 0
-        self.total = 0.0
-        self.min = math.inf
-        self.max = 0.0
-
-    def record(self, seconds: float) -> None:
-        seconds = max(seconds, 1e-9)  # a 0 s duration (a clock tick) goes to the lowest bucket
-        self.buckets[math.floor(math.log10(seconds) * self.per_decade)] += 1
-        self.count += 1
-        self.total += seconds
-        self.min = min(self.min, seconds)
-        self.max = max(self.max, seconds)
-
-    def merge(self, other: LatencyHistogram) -> None:
-        if other.per_decade != self.per_decade:
-            raise ValueError("cannot merge histograms with different bucket widths")
-        self.buckets.update(other.buckets)
-        self.count += other.count
-        self.total += other.total
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else math.nan
-
-    def percentile(self, p: float) -> float:
-        """The nearest-rank p-th percentile in seconds (NaN when empty)."""
-        if not 0 <= p <= 100:
-            raise ValueError(f"percentile must be within 0..100, not {p}")
-        if not self.count:
-            return math.nan
-        if p == 100:
-            return self.max
-        rank = max(1, math.ceil(p / 100 * self.count))
-        seen = 0
-        for index in sorted(self.buckets):
-            seen += self.buckets[index]
-            if seen >= rank:
-                middle = 10 ** ((index + 0.5) / self.per_decade)
-                return min(max(middle, self.min), self.max)
-        return self.max  # unreachable: the counts add up to self.count
-
-    def summary_ms(self) -> dict[str, float]:
-        """p50/p95/p99/max/mean in milliseconds."""
-        out = {f"p{p}_ms": self.percentile(p) * 1000 for p in PERCENTILES}
-        out["max_ms"] = self.max * 1000 if self.count else math.nan
-        out["mean_ms"] = self.mean * 1000
-        return out
-
-
 @dataclass
 class _Interval:
     """What happened in one time slice of the series."""
@@ -130,19 +77,6 @@ class _Interval:
     @property
     def requests(self) -> int:
         return sum(self.served.values())
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One finding: what was measured, the threshold it crossed, and what to try."""
-
-    kind: str
-    value: float
-    threshold: float
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def rate(count: float, seconds: float) -> float:
@@ -402,57 +336,10 @@ class CacheMonitor:
         max_l1_fill: float = 0.9,
         min_requests: int = 20,
     ) -> list[Recommendation]:
-        """The lab's four checks, each naming the numbers that triggered it (empty: all fine).
+        """The lab's four checks (`labcache.advice.recommend`); empty when all is fine.
 
         Hit rate and latency need at least `min_requests` requests to say anything.
         """
-        found: list[Recommendation] = []
-        n = self.requests
-        if n >= min_requests and self.hit_rate < min_hit_rate:
-            seen = [lv for lv in SERVED_LEVELS if self.served[lv]]
-            shares = ", ".join(f"{lv} {self.served[lv] / n:.0%}" for lv in seen)
-            message = (
-                f"Low hit rate: {self.hit_rate:.1%} < {min_hit_rate:.0%} over {n} requests "
-                f"({shares}). Try longer TTLs, warming the hot keys, or fewer distinct keys."
-            )
-            found.append(Recommendation("low_hit_rate", self.hit_rate, min_hit_rate, message))
-        p99 = merged(self.latency.values()).percentile(99) * 1000
-        if n >= min_requests and p99 > max_p99_ms:
-            seen = [lv for lv in SERVED_LEVELS if self.served[lv]]
-            level = max(seen, key=lambda lv: self.latency[lv].percentile(99))
-            slowest = self.latency[level].percentile(99) * 1000
-            advice = (
-                "raise the hit rate (TTLs, warming) or make the source faster"
-                if level == SOURCE
-                else "check the Redis round trip: network, pool, pipelining, or a larger L1"
-            )
-            message = (
-                f"High p99 latency: {p99:.1f} ms > {max_p99_ms:g} ms; the slowest level is "
-                f"{level} (p99 {slowest:.1f} ms, {self.served[level] / n:.0%} of requests): "
-                f"{advice}."
-            )
-            found.append(Recommendation("high_latency", p99, max_p99_ms, message))
-        if self.errors > max_errors:
-            message = (
-                f"{self.errors} cache errors (more than {max_errors}); last: {self.last_error}. "
-                "Check Redis connectivity and what the cache does when Redis fails."
-            )
-            found.append(Recommendation("errors", self.errors, max_errors, message))
-        for name, (used, size) in self.l1_fill().items():
-            fill = used / size if size else 0.0
-            if fill >= max_l1_fill:
-                message = (
-                    f"L1 of {name!r} is {fill:.0%} full ({used}/{size}; threshold "
-                    f"{max_l1_fill:.0%}): hot keys may be evicted; raise l1_maxsize if the L1 "
-                    "share of hits drops."
-                )
-                found.append(Recommendation("l1_full", fill, max_l1_fill, message))
-        return found
-
-
-def merged(histograms: Iterable[LatencyHistogram]) -> LatencyHistogram:
-    """One histogram holding all the samples of several."""
-    out = LatencyHistogram()
-    for histogram in histograms:
-        out.merge(histogram)
-    return out
+        return recommend(self, min_hit_rate=min_hit_rate, max_p99_ms=max_p99_ms,
+                         max_errors=max_errors, max_l1_fill=max_l1_fill,
+                         min_requests=min_requests)  # fmt: skip

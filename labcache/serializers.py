@@ -30,10 +30,11 @@ class CorruptEntry(LabcacheError, ValueError):
 class JsonSerializer:
     """Compact JSON; NaN and non-JSON types are refused rather than stored as something else."""
 
+    # One encoder, made once: json.dumps with options builds a new one on every call.
+    _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
     def dumps(self, value: Any) -> bytes:
-        return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
+        return self._encode(value).encode()
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)

@@ -2,7 +2,8 @@
 
 The lab's checklist ticks stampede protection; its code has none (mistake 13). Three tools:
 - `SingleFlight`: concurrent calls in one process share one load;
-- `DistributedLock`: one process in a fleet loads, the others wait for it and re-read Redis;
+- `DistributedLock` (in `labcache.lock`, re-exported here) with `load_with_lock`: one process
+  in a fleet loads, the others wait for it and re-read Redis;
 - `XFetch`: probabilistic early expiration, so a hot entry is refreshed before it expires.
 """
 
@@ -13,23 +14,35 @@ import contextlib
 import logging
 import math
 import random
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-
-from labcache.aside import REDIS_FAILURES, ttl_ms
+from labcache.aside import REDIS_FAILURES
+from labcache.lock import RELEASE_SCRIPT, DistributedLock, LockOutcome, LockStats
+from labcache.stats import Counters
 from labcache.tasks import cancel_and_wait
-from labcache.validate import non_negative, positive_seconds, seconds
+from labcache.validate import non_negative
+
+__all__ = [
+    "MISSING",
+    "RELEASE_SCRIPT",
+    "DistributedLock",
+    "LockOutcome",
+    "LockStats",
+    "SingleFlight",
+    "StampedeStats",
+    "XFetch",
+    "load_with_lock",
+    "wait_or_stale",
+]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 @dataclass
-class StampedeStats:
+class StampedeStats(Counters):
     """What the stampede and stale-serving protections did, since the cache was made."""
 
     early_refreshes: int = 0  # XFetch chose to refresh before expiry
@@ -40,9 +53,6 @@ class StampedeStats:
     lock_waits: int = 0  # misses that waited for another process's load
     lock_timeouts: int = 0  # waiters that gave up and loaded themselves
     lock_takeovers: int = 0  # waiters that took the lock after its holder vanished
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class SingleFlight:
@@ -146,192 +156,6 @@ class XFetch:
         self, now: float, expires_at: float, delta: float, beta: float | None = None
     ) -> bool:
         return now >= self.refresh_at(expires_at, delta, beta)
-
-
-# Compare-and-delete: only the holder's token may release; waiters are told on the same trip.
-RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
-end
-return 0
-"""
-
-
-@dataclass
-class LockStats:
-    """What one DistributedLock did: acquisitions, waits and how the waits ended."""
-
-    acquired: int = 0
-    waits: int = 0
-    notified: int = 0  # woken by the holder's release message
-    takeovers: int = 0  # took the lock while waiting (its holder died, or a message was lost)
-    timeouts: int = 0  # gave up waiting
-    lost: int = 0  # a release found the lock expired or held by someone else
-
-
-class LockOutcome(NamedTuple):
-    """How `acquire_or_wait` ended: holding the lock (`token`), woken, or timed out."""
-
-    token: str | None
-    waited: bool = False
-    timed_out: bool = False
-
-
-class DistributedLock:
-    """A lock per cache key in Redis, so one process in a fleet loads a missing entry.
-
-    `SET <ns>__lock__:<key> <random token> NX PX <ttl>`; release deletes the key only if it
-    still holds our token (a Lua script) and publishes the key, which wakes the waiters. The
-    TTL frees the lock if its holder dies; waiters poll as well, and one of them takes the
-    lock over once it expires. A waiter gives up after `wait_timeout` seconds.
-    """
-
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        namespace: str = "lab10:",
-        *,
-        ttl: float = 10.0,
-        wait_timeout: float = 5.0,
-        poll_interval: float = 0.05,
-        ttl_factor: float = 4.0,
-        min_ttl: float = 1.0,
-    ) -> None:
-        self.redis = redis
-        self.namespace = namespace
-        self.ttl = positive_seconds(ttl, "lock ttl")
-        self.wait_timeout = seconds(wait_timeout, "wait_timeout")
-        self.poll_interval = positive_seconds(poll_interval, "poll_interval")
-        self.ttl_factor = positive_seconds(ttl_factor, "ttl_factor")
-        self.min_ttl = positive_seconds(min_ttl, "min_ttl")
-        self.channel = f"{namespace}__lock_released__"
-        self.stats = LockStats()
-        self._release = redis.register_script(RELEASE_SCRIPT)
-        self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-
-    def key(self, name: str) -> str:
-        return f"{self.namespace}__lock__:{name}"
-
-    def ttl_for(self, load_time: float | None) -> float:
-        """Lock TTL: a few times the last load when it is known, else the default `ttl`."""
-        if load_time is None or load_time <= 0:
-            return self.ttl
-        return max(self.min_ttl, self.ttl_factor * load_time)
-
-    async def acquire(self, name: str, *, ttl: float | None = None) -> str | None:
-        """Try once; return the token that proves we hold the lock, or None."""
-        token = secrets.token_hex(16)
-        px = ttl_ms(self.ttl if ttl is None else positive_seconds(ttl, "lock ttl"))
-        if await self.redis.set(self.key(name), token, nx=True, px=px):
-            self.stats.acquired += 1
-            return token
-        return None
-
-    async def release(self, name: str, token: str) -> bool:
-        """Delete the lock if it is still ours and wake its waiters; False if it was not."""
-        released = bool(
-            await self._release(keys=[self.key(name)], args=[token, self.channel, name])
-        )
-        if not released:
-            self.stats.lost += 1
-            logger.warning("lock on %r expired before its holder released it: raise its TTL", name)
-        return released
-
-    async def acquire_or_wait(
-        self, name: str, *, ttl: float | None = None, timeout: float | None = None
-    ) -> LockOutcome:
-        """Take the lock, or wait until its holder releases it (then re-read the cache).
-
-        Returns `LockOutcome(token)` when we hold it (at once, or by taking over an expired
-        lock), `LockOutcome(None, waited=True)` when the holder released it, and
-        `LockOutcome(None, waited=True, timed_out=True)` after `timeout` seconds.
-        """
-        token = await self.acquire(name, ttl=ttl)
-        if token is not None:
-            return LockOutcome(token)
-        self.stats.waits += 1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.wait_timeout if timeout is None else timeout)
-        woken = asyncio.Event()
-        self._waiters.setdefault(name, set()).add(woken)
-        try:
-            await self._ensure_listening()
-            while (left := deadline - loop.time()) > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(woken.wait(), min(self.poll_interval, left))
-                if woken.is_set():
-                    self.stats.notified += 1
-                    return LockOutcome(None, waited=True)
-                # Polling fallback: the holder may have died (its lock expired) or the
-                # message was lost; whoever sets the lock now is the next holder.
-                token = await self.acquire(name, ttl=ttl)
-                if token is not None:
-                    self.stats.takeovers += 1
-                    return LockOutcome(token, waited=True)
-            self.stats.timeouts += 1
-            return LockOutcome(None, waited=True, timed_out=True)
-        finally:
-            waiting = self._waiters.get(name)
-            if waiting is not None:
-                waiting.discard(woken)
-                if not waiting:
-                    del self._waiters[name]
-
-    @contextlib.asynccontextmanager
-    async def hold(self, name: str, *, ttl: float | None = None) -> AsyncIterator[LockOutcome]:
-        """`async with lock.hold(key) as got:` releases on exit if `got.token` is set."""
-        outcome = await self.acquire_or_wait(name, ttl=ttl)
-        try:
-            yield outcome
-        finally:
-            if outcome.token is not None:
-                await self.release(name, outcome.token)
-
-    async def close(self) -> None:
-        """Stop listening for release messages (it restarts by itself on the next wait)."""
-        task, self._task = self._task, None
-        await cancel_and_wait([task])
-
-    async def _ensure_listening(self) -> None:
-        if self._task is None or self._task.done():
-            self._subscribed.clear()
-            self._task = asyncio.create_task(self._listen(), name=f"lock:{self.channel}")
-        # Not subscribed in time: polling still works, only slower.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), self.poll_interval)
-
-    async def _listen(self) -> None:
-        backoff = 0.05
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        self._subscribed.set()
-                        backoff = 0.05
-                    elif message["type"] == "message":
-                        self._wake(message["data"])
-            except REDIS_FAILURES as exc:
-                self._subscribed.clear()
-                logger.warning("lock release channel lost (%s); waiters poll", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    def _wake(self, raw: bytes | str) -> None:
-        name = raw.decode() if isinstance(raw, bytes) else raw
-        for event in self._waiters.get(name, ()):
-            event.set()
 
 
 # What `reread` returns when Redis holds nothing usable for the key.

@@ -55,7 +55,8 @@ class BackgroundListener:
     `stop()` ends it for good, and `wait_received(n)` awaits the messages it has applied
     (so tests and notebooks wait for the event, never for a guessed time).
 
-    Subclasses write `_run()`, set `self._ready` when listening, and call `_applied()`.
+    Subclasses write `_run()` (or use `labcache.listener.PubSubListener`, which writes it),
+    set `self._ready` when listening, and call `_applied()`.
     """
 
     def __init__(self, name: str) -> None:
@@ -69,11 +70,38 @@ class BackgroundListener:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def listening(self) -> bool:
+        """Subscribed right now (False while it reconnects)."""
+        return self._ready.is_set() and self.running
+
     async def start(self, timeout: float = 5.0) -> None:
         if not self.running:
             self._ready.clear()
             self._task = asyncio.create_task(self._run(), name=self.name)
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        await self.wait_ready(timeout)
+
+    async def wait_ready(self, timeout: float = 5.0) -> None:
+        """Wait until the listener listens, or its task ends (re-raising what it raised).
+
+        TimeoutError after `timeout` seconds; the listener itself goes on trying.
+        """
+        task = self._task
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            waits = {ready} if task is None else {ready, task}
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+        if not done:
+            raise TimeoutError(f"{self.name} was not listening after {timeout:g}s")
+        if ready in done or task is None or task.cancelled():
+            return
+        failed = task.exception()
+        if failed is not None:
+            raise failed
 
     async def stop(self) -> None:
         """Cancel the task and wait for it: nothing outlives its owner."""

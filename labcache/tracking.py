@@ -12,16 +12,15 @@ gone unheard, so L1 is flushed and tracking set up again from scratch.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from labcache.errors import LabcacheError
-from labcache.tasks import BackgroundListener
+from labcache.listener import PubSubListener
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +31,11 @@ class TrackingLost(LabcacheError, RuntimeError):
     """A tracking connection was replaced: what changed meanwhile is unknown."""
 
 
-class KeyTracking(BackgroundListener):
+class KeyTracking(PubSubListener):
     """Calls `on_keys` with every changed key under `prefix`, and `on_flush` when in doubt."""
+
+    failures = (*PubSubListener.failures, TrackingLost)
+    fatal = (ResponseError,)  # the server does not know CLIENT TRACKING
 
     def __init__(
         self,
@@ -43,36 +45,63 @@ class KeyTracking(BackgroundListener):
         on_keys: Callable[[list[str]], None],
         on_flush: Callable[[str], None],
     ) -> None:
-        super().__init__(f"tracking:{prefix}")
-        self.redis = redis
+        super().__init__(redis, CHANNEL, f"tracking:{prefix}")
+        self.redis: aioredis.Redis = redis
         self.prefix = prefix
         self.on_keys, self.on_flush = on_keys, on_flush
         self.restarts = 0
-        self._failure: BaseException | None = None
+        # The session's two connections, made anew by each `_open()`.
+        self._listener: aioredis.Redis
+        self._control: aioredis.Redis
+        self._control_id = -1
 
     async def start(self, timeout: float = 5.0) -> None:
         """Set tracking up in the background; return once the server tracks our prefix."""
         await super().start(timeout)
-        if self._failure is not None:
+        if self.failure is not None:
             raise RuntimeError(
-                f"server-assisted tracking is unavailable (needs Redis 6+): {self._failure}"
-            ) from self._failure
+                f"server-assisted tracking is unavailable (needs Redis 6+): {self.failure}"
+            ) from self.failure
 
-    async def _run(self) -> None:
-        backoff = 0.05
-        while True:
-            try:
-                await self._session()
-            except ResponseError as exc:  # the server does not know CLIENT TRACKING
-                self._failure = exc
-                self._ready.set()
-                return
-            except (RedisError, OSError, TrackingLost) as exc:
-                self._ready.clear()
-                self.restarts += 1
-                self.on_flush(f"tracking interrupted: {type(exc).__name__}: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+    def _open(self) -> aioredis.client.PubSub:
+        self._listener, self._control = self._dedicated_client(), self._dedicated_client()
+        return self._listener.pubsub()
+
+    async def _subscribe(self, pubsub: aioredis.client.PubSub) -> None:
+        listener_id = await self._listener.client_id()
+        await self._listener.aclose()  # gives the one connection back; pubsub takes it next
+        await pubsub.subscribe(CHANNEL)
+        await self._control.client_tracking_on(
+            clientid=listener_id, prefix=[self.prefix], bcast=True
+        )
+        self._control_id = await self._control.client_id()
+        self.on_flush("tracking started")  # anything cached before now was not tracked
+
+    async def _idle(self) -> None:
+        # Check the control connection still owns tracking (redis-py reconnects silently).
+        if await self._control.client_id() != self._control_id:
+            raise TrackingLost("control connection was replaced")
+
+    async def _subscribed(self, again: bool) -> None:
+        if again:
+            raise TrackingLost("listener connection was replaced")
+
+    async def _handle(self, keys: list[bytes | str] | None) -> None:
+        if keys is None:  # FLUSHDB / FLUSHALL
+            self.on_flush("the server flushed the database")
+        else:
+            self.on_keys([k.decode() if isinstance(k, bytes) else k for k in keys])
+        await self._applied()
+
+    def _lost(self, exc: BaseException) -> None:
+        self.restarts += 1
+        self.on_flush(f"tracking interrupted: {type(exc).__name__}: {exc}")
+
+    async def _close(self) -> None:
+        for client in (self._control, self._listener):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+                await client.connection_pool.disconnect()
 
     def _dedicated_client(self) -> aioredis.Redis:
         """A one-connection client like ours, in RESP2 (redirected invalidations are pub/sub)."""
@@ -87,45 +116,3 @@ class KeyTracking(BackgroundListener):
             connection_class=source.connection_class, max_connections=1, **kwargs
         )
         return aioredis.Redis(connection_pool=pool, single_connection_client=True)
-
-    async def _session(self) -> None:
-        listener, control = self._dedicated_client(), self._dedicated_client()
-        pubsub = listener.pubsub()
-        try:
-            listener_id = await listener.client_id()
-            await listener.aclose()  # gives the one connection back; pubsub takes it next
-            await pubsub.subscribe(CHANNEL)
-            await control.client_tracking_on(clientid=listener_id, prefix=[self.prefix], bcast=True)
-            control_id = await control.client_id()
-            self.on_flush("tracking started")  # anything cached before now was not tracked
-            self._ready.set()
-            await self._listen(pubsub, control, control_id)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            for client in (control, listener):
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-                    await client.connection_pool.disconnect()
-
-    async def _listen(
-        self, pubsub: aioredis.client.PubSub, control: aioredis.Redis, cid: int
-    ) -> None:
-        confirmations = 0
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            if message is None:  # idle: check the control connection still owns tracking
-                if await control.client_id() != cid:
-                    raise TrackingLost("control connection was replaced")
-                continue
-            if message["type"] == "subscribe":
-                confirmations += 1
-                if confirmations > 1:
-                    raise TrackingLost("listener connection was replaced")
-            elif message["type"] == "message":
-                keys = message["data"]
-                if keys is None:  # FLUSHDB / FLUSHALL
-                    self.on_flush("the server flushed the database")
-                else:
-                    self.on_keys([k.decode() if isinstance(k, bytes) else k for k in keys])
-                await self._applied()

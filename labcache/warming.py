@@ -2,14 +2,17 @@
 
 The lab warmed a cache by calling `get` for every key at once: each key cost its own round
 trips, and nothing limited how many loader calls hit the database together. Here:
-- at most `concurrency` loader calls run at a time (an asyncio.Semaphore), so warming cannot
-  flatten the source it is meant to protect;
-- each batch costs one pipelined round trip to check which keys exist, one to write them all
-  (SET ... PX, the same record `MultiLevelCache.set` writes) and one PUBLISH so other instances
-  drop older L1 copies, instead of several round trips per key;
+- at most `concurrency` loader calls run at a time (that many workers share the keys), so
+  warming cannot flatten the source it is meant to protect;
+- each batch costs one round trip to check which keys exist, one to write them all (one script
+  call: the same records, jitter and size limit as `MultiLevelCache.set`, through the cache's
+  `RedisStore` and its guard) and one PUBLISH so other instances drop older L1 copies, instead
+  of several round trips per key;
 - keys already in Redis are skipped unless `force=True` (checked before loading, and again by
   `SET ... NX` when writing, so a value written meanwhile by someone else is never overwritten);
-- a loader that fails is recorded in `WarmResult.failed`, and the other keys carry on.
+- a loader that fails is recorded in `WarmResult.failed`, and the other keys carry on;
+- L1 is filled only while it has room (warming never evicts): the first keys given, which for
+  `warm_top` are the most requested.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from labcache.aside import REDIS_FAILURES
-from labcache.events import L2, LOAD, SET, SOURCE, CacheEvent
+from labcache.aside import REDIS_FAILURES, ValueTooLarge
 from labcache.multilevel import MultiLevelCache
 from labcache.optional import progress_bar
 from labcache.serializers import SerializationError
+from labcache.stats import Counters
+from labcache.store import BATCH, Record
+from labcache.tasks import cancel_and_wait
 from labcache.validate import positive_seconds, whole
 
 logger = logging.getLogger(__name__)
@@ -62,8 +67,10 @@ def top_keys(access_log: Iterable[str], n: int) -> list[str]:
 
 
 @dataclass
-class WarmResult:
+class WarmResult(Counters):
     """What one warm did: keys written, keys already cached, keys that failed (and why)."""
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("total",)
 
     warmed: int = 0
     skipped: int = 0
@@ -83,13 +90,17 @@ class WarmResult:
 
 
 @dataclass
-class _Write:
+class _Job:
     key: str
     full: str
-    data: bytes
-    px: int
+    loader: Loader
+
+
+@dataclass
+class _Write:
+    key: str
     value: Any
-    expires_at: float
+    record: Record
 
 
 class CacheWarmer:
@@ -100,14 +111,14 @@ class CacheWarmer:
         cache: MultiLevelCache,
         *,
         concurrency: int = 16,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         progress: bool = True,
     ) -> None:
         self.cache = cache
         self.concurrency = whole(concurrency, "concurrency")
         self.batch_size = whole(batch_size, "batch_size")
         self.progress = progress
-        self.round_trips = 0  # every pipeline execute and PUBLISH this warmer sent, ever
+        self.round_trips = 0  # every script call and PUBLISH this warmer sent, ever
 
     async def warm(
         self,
@@ -124,19 +135,25 @@ class CacheWarmer:
         jobs = self._jobs(items, loader_for)
         ttl = self.cache.default_ttl if ttl is None else positive_seconds(ttl)
         memory_ttl = (
-            self.cache.memory_ttl
-            if memory_ttl is None
-            else positive_seconds(memory_ttl, "memory_ttl")
+            self.cache.l1.ttl if memory_ttl is None else positive_seconds(memory_ttl, "memory_ttl")
         )
         result = WarmResult()
         started = time.perf_counter()
-        semaphore = asyncio.Semaphore(self.concurrency)
-        with progress_bar(len(jobs), desc, enabled=self.progress) as bar:
-            for i in range(0, len(jobs), self.batch_size):
-                batch = jobs[i : i + self.batch_size]
-                await self._warm_batch(
-                    batch, ttl, memory_ttl, force, fill_memory, semaphore, result, bar
-                )
+        # Batch i's write runs while batch i+1 loads: Redis works while the loaders do.
+        writing: asyncio.Task[None] | None = None
+        try:
+            with progress_bar(len(jobs), desc, enabled=self.progress) as bar:
+                for i in range(0, len(jobs), self.batch_size):
+                    batch = jobs[i : i + self.batch_size]
+                    writes = await self._load_batch(batch, ttl, force, result, bar)
+                    if writing is not None:
+                        await writing
+                    store = self._store(writes, memory_ttl, fill_memory, force, result)
+                    writing = asyncio.create_task(store)
+                if writing is not None:
+                    await writing
+        finally:
+            await cancel_and_wait([writing])
         result.seconds = time.perf_counter() - started
         logger.info("%s: %s", desc, result)
         return result
@@ -175,94 +192,80 @@ class CacheWarmer:
 
     def _jobs(
         self, items: Mapping[str, Loader] | Iterable[str], loader_for: LoaderFor | None
-    ) -> list[tuple[str, Loader]]:
+    ) -> list[_Job]:
         if isinstance(items, Mapping):
             if loader_for is not None:
                 raise TypeError("pass {key: loader} or keys with loader_for, not both")
-            jobs = list(items.items())
+            pairs = list(items.items())
         else:
             if isinstance(items, str):
                 raise TypeError("pass an iterable of keys, not one string")
             if loader_for is None:
                 raise TypeError("keys need loader_for: a function that loads one key")
-            jobs = [(k, functools.partial(loader_for, k)) for k in dict.fromkeys(items)]
-        for key, loader in jobs:
-            self.cache.key(key)  # a bad key fails here, before anything is loaded or written
+            pairs = [(k, functools.partial(loader_for, k)) for k in dict.fromkeys(items)]
+        jobs = []
+        for key, loader in pairs:
+            full = self.cache.key(key)  # a bad key fails here, before anything is loaded
             if not callable(loader):
                 raise TypeError(f"the loader for {key!r} is not callable: {loader!r}")
+            jobs.append(_Job(key, full, loader))
         return jobs
 
-    async def _warm_batch(
-        self,
-        batch: list[tuple[str, Loader]],
-        ttl: float,
-        memory_ttl: float,
-        force: bool,
-        fill_memory: bool,
-        semaphore: asyncio.Semaphore,
-        result: WarmResult,
-        bar: Any,
-    ) -> None:
+    async def _load_batch(
+        self, batch: list[_Job], ttl: float, force: bool, result: WarmResult, bar: Any
+    ) -> list[_Write]:
+        """Load and encode the keys of a batch not in Redis yet (all of them with `force`)."""
         todo = batch
         if not force:
             try:
-                found = await self._pipeline(
-                    result, [("EXISTS", self.cache.key(k)) for k, _ in batch]
-                )
+                missing = await self.cache.store.missing([job.full for job in batch])
             except REDIS_FAILURES as exc:
-                self._redis_failed([k for k, _ in batch], exc, result)
+                self._redis_failed([job.key for job in batch], exc, result)
                 bar.update(len(batch))
-                return
-            todo = [job for job, hit in zip(batch, found, strict=True) if not hit]
+                return []
+            finally:
+                self._count_round_trips(result, len(batch))
+            todo = [job for job, absent in zip(batch, missing, strict=True) if absent]
             result.skipped += len(batch) - len(todo)
             bar.update(len(batch) - len(todo))
-        loaded = await asyncio.gather(
-            *(self._load(key, loader, semaphore, result, bar) for key, loader in todo)
-        )
-        writes = [
-            w
-            for (key, _), outcome in zip(todo, loaded, strict=True)
-            if outcome is not None and (w := self._encode(key, *outcome, ttl, result)) is not None
-        ]
-        if writes:
-            await self._store(writes, memory_ttl, fill_memory, force, result)
+        writes: list[_Write] = []
+        jobs = iter(todo)
 
-    async def _load(
-        self, key: str, loader: Loader, semaphore: asyncio.Semaphore, result: WarmResult, bar: Any
-    ) -> tuple[Any, float] | None:
-        """`(value, seconds)`, or None after recording why the loader failed."""
-        async with semaphore:
-            start = time.perf_counter()
-            try:
-                value = await loader()
-            except Exception as exc:  # one bad key must not stop the others
-                result.failed[key] = f"{type(exc).__name__}: {exc}"
-                logger.warning("warming %r failed: %s", key, result.failed[key])
-                return None
-            finally:
-                elapsed = time.perf_counter() - start
-                self.cache.stats.loads += 1
-                self.cache.stats.load_time += elapsed
+        async def worker() -> None:  # `concurrency` of these: that many loader calls at a time
+            for job in jobs:
+                loaded = await self._load(job, result)
                 bar.update(1)
-        if self.cache.events:
-            self.cache.events.emit(CacheEvent(LOAD, key, SOURCE, elapsed, time.perf_counter()))
-        return value, elapsed
+                if loaded is not None and (w := self._encode(job, *loaded, ttl, result)):
+                    writes.append(w)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(todo)))))
+        return writes
+
+    async def _load(self, job: _Job, result: WarmResult) -> tuple[Any, float] | None:
+        """`(value, seconds)`, or None after recording why the loader failed."""
+        start = time.perf_counter()
+        try:
+            value = await self.cache.loads.call_loader(job.key, job.loader)
+        except Exception as exc:  # one bad key must not stop the others
+            result.failed[job.key] = f"{type(exc).__name__}: {exc}"
+            logger.warning("warming %r failed: %s", job.key, result.failed[job.key])
+            return None
+        return value, time.perf_counter() - start
 
     def _encode(
-        self, key: str, value: Any, load_time: float, ttl: float, result: WarmResult
+        self, job: _Job, value: Any, load_time: float, ttl: float, result: WarmResult
     ) -> _Write | None:
         if value is None and self.cache.negative_ttl is None:
-            result.failed[key] = "the loader returned None (not cached without negative_ttl)"
+            result.failed[job.key] = "the loader returned None (not cached without negative_ttl)"
             return None
         store_ttl = ttl if value is not None else self.cache.negative_ttl
         assert store_ttl is not None
-        written_at = self.cache.clock()  # the record's expiry is never earlier than this + ttl
         try:
-            full, data, px = self.cache.encode_entry(key, value, store_ttl, load_time)
-        except SerializationError as exc:
-            result.failed[key] = str(exc)
+            record = self.cache.store.record(job.full, value, store_ttl, load_time=load_time)
+        except (SerializationError, ValueTooLarge) as exc:
+            result.failed[job.key] = str(exc)
             return None
-        return _Write(key, full, data, px, value, written_at + store_ttl)
+        return _Write(job.key, value, record)
 
     async def _store(
         self,
@@ -272,63 +275,41 @@ class CacheWarmer:
         force: bool,
         result: WarmResult,
     ) -> None:
+        if not writes:
+            return
         # NX unless forced: a value someone else wrote since the EXISTS check is newer than ours.
-        only_new = () if force else ("NX",)
-        commands = [("SET", w.full, w.data, "PX", w.px, *only_new) for w in writes]
+        records = [w.record for w in writes]
         try:
-            replies = await self._pipeline(result, commands)
+            done = await self.cache.store.write_many(records, only_new=not force, detail="warm")
         except REDIS_FAILURES as exc:
             self._redis_failed([w.key for w in writes], exc, result)
             return
-        stored: list[str] = []
-        for w, reply in zip(writes, replies, strict=True):
-            if isinstance(reply, Exception):
-                result.failed[w.key] = f"Redis refused the SET: {reply}"
-                continue
-            if reply is None:  # NX: written by someone else meanwhile
-                result.skipped += 1
-                continue
-            stored.append(w.full)
-            if fill_memory:
-                self.cache.fill_l1(
-                    w.key, w.value, expires_at=w.expires_at, memory_ttl=memory_ttl, size=len(w.data)
-                )
-            if self.cache.events:
-                self.cache.events.emit(
-                    CacheEvent(SET, w.full, L2, 0.0, time.perf_counter(), "warm")
-                )
+        finally:
+            self._count_round_trips(result, len(records))
+        stored = [w for w, ok in zip(writes, done, strict=True) if ok]
+        result.skipped += len(writes) - len(stored)  # NX: written by someone else meanwhile
         result.warmed += len(stored)
-        self.cache.stats.sets += len(stored)
+        l1 = self.cache.l1
+        for w in stored if fill_memory else ():
+            if l1.currsize >= l1.maxsize:  # full: warming never evicts what is already there
+                break
+            self.cache.fill_l1(w.key, w.value, expires_at=w.record.expires_at,
+                               memory_ttl=memory_ttl, size=len(w.record.data))  # fmt: skip
         if stored and self.cache.backplane is not None:
-            try:  # other instances may hold older copies of these keys in their L1
-                await self.cache.backplane.publish("keys", stored)
-            except REDIS_FAILURES as exc:
-                logger.warning("warming could not tell other instances: %s", exc)
-                self.cache.stats.errors += 1
-            finally:
-                self._count_round_trip(result)
+            # other instances may hold older copies of these keys in their L1
+            await self.cache.announce([w.record.full for w in stored])
+            self._count_round_trips(result, 1)
 
-    async def _pipeline(self, result: WarmResult, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send every command in one round trip (no MULTI: a batch need not be atomic)."""
-        async with self.cache.redis.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            try:
-                return list(await pipe.execute(raise_on_error=False))
-            finally:
-                self._count_round_trip(result)
-
-    def _count_round_trip(self, result: WarmResult) -> None:
-        self.round_trips += 1
-        result.round_trips += 1
+    def _count_round_trips(self, result: WarmResult, keys: int) -> None:
+        calls = max(1, -(-keys // BATCH))  # one script call per BATCH keys
+        self.round_trips += calls
+        result.round_trips += calls
 
     def _redis_failed(self, keys: list[str], exc: BaseException, result: WarmResult) -> None:
         logger.warning(
             "warming: Redis failed for %d keys: %s: %s", len(keys), type(exc).__name__, exc
         )
-        self.cache.stats.errors += 1
-        if self.cache.strict:
-            raise exc
+        self.cache.loads.redis_error(f"warm: {len(keys)} keys", exc)  # raises in strict mode
         reason = f"Redis failed: {type(exc).__name__}: {exc}"
         for key in keys:
             result.failed[key] = reason

@@ -26,6 +26,8 @@ from labcache.cluster import ClusterUnsupported
 from labcache.events import ERROR, L2, CacheEvent
 from labcache.flusher import BatchSink, Flusher, FlushStats, Lag
 from labcache.multilevel import MultiLevelCache
+from labcache.stats import Counters
+from labcache.store import TAG_MEMBER
 from labcache.validate import positive_seconds
 
 logger = logging.getLogger(__name__)
@@ -55,23 +57,19 @@ class WriteSink(BatchSink, Protocol):
 # The version counter starts from the server clock (µs), so a Redis that lost it still counts up
 # past every version the database ledger has already applied.
 # KEYS: cache key, stream, version counter, tag sets. ARGV: record, PX, key, table, id, fields.
-QUEUE_WRITE = """
+_QUEUE_HEAD = """
 if redis.call('EXISTS', KEYS[3]) == 0 then
   local t = redis.call('TIME')
   redis.call('SET', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])))
 end
 local version = string.format('%d', redis.call('INCR', KEYS[3]))
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 4, #KEYS do
-  redis.call('SADD', KEYS[i], KEYS[1])
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  end
-end
-local id = redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'table', ARGV[4], 'id', ARGV[5],
-                      'fields', ARGV[6], 'version', version)
+"""
+_QUEUE_TAIL = """local id = redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'table', ARGV[4],
+                      'id', ARGV[5], 'fields', ARGV[6], 'version', version)
 return {id, version}
 """
+QUEUE_WRITE = _QUEUE_HEAD + TAG_MEMBER.format(first=4) + _QUEUE_TAIL
 
 
 class _KeyLocks:
@@ -116,7 +114,7 @@ def _merged(current: Row, changes: Mapping[str, Any]) -> Row:
 
 
 @dataclass
-class ThroughStats:
+class ThroughStats(Counters):
     """What the write-through calls did, since the object was made."""
 
     writes: int = 0  # database writes that committed
@@ -265,7 +263,7 @@ class WriteBehind:
         min_idle: float = 30.0,
         ttl: float | None = None,
     ) -> None:
-        if cache.on_cluster:  # QUEUE_WRITE touches the key, the stream and tag sets at once
+        if cache.store.on_cluster:  # QUEUE_WRITE touches the key, the stream and tag sets at once
             raise ClusterUnsupported(
                 "write-behind is not supported on a Redis Cluster: its script writes the cache "
                 "key, the stream and the version counter in one step, which needs one slot"
@@ -312,16 +310,18 @@ class WriteBehind:
         ttl = positive_seconds(
             next(t for t in (ttl, self.ttl, self.cache.default_ttl) if t is not None)
         )
-        expires_at = self.cache.clock() + ttl  # read first: L1 must not outlive the Redis entry
-        full, record, px = self.cache.encode_entry(key, value, ttl)
+        store = self.cache.store
+        full = self.cache.key(key)
+        record = store.record(full, value, ttl)  # jitter and the size limit, as for any write
         payload = json.dumps(dict(fields), sort_keys=True, separators=(",", ":"))
-        tag_keys = [self.cache.tag_key(t) for t in tags]
-        _, version = await self._script(
+        tag_keys = [store.tag_key(t) for t in tags]
+        queued = self._script(
             keys=[full, self.stream, self.version_key, *tag_keys],
-            args=[record, px, key, table, str(row_id), payload],
+            args=[record.data, record.px, key, table, str(row_id), payload],
         )
+        _, version = await store.call(queued)
         self.stats.queued += 1
-        self.cache.fill_l1(key, value, expires_at=expires_at, size=len(record))
+        self.cache.fill_l1(key, value, expires_at=record.expires_at, size=len(record.data))
         await _announce(self.cache, full)
         return int(version)
 

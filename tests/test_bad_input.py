@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from labcache.aside import CacheAside, ValueTooLarge
 from labcache.events import ERROR, FALLBACK, HIT, L2, MISS, REJECTED, CacheEvent
 from labcache.keys import canonical_json, glob_escape, request_key
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import Guard, MultiLevelCache
 from labcache.serializers import SerializationError
 from tests.helpers import Loader
 
@@ -43,6 +43,8 @@ def make(
     def build(**kwargs: Any) -> Cache:
         if request.param == "aside":
             return CacheAside(redis, namespace=namespace, **kwargs)
+        if "max_value_bytes" in kwargs:  # a Guard's option on a MultiLevelCache
+            kwargs["guard"] = Guard(max_value_bytes=kwargs.pop("max_value_bytes"))
         return MultiLevelCache(redis, namespace=namespace, backplane=False, **kwargs)
 
     return build

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from jupyter_client import KernelManager
 
-from labcache.embedded import FolderGuard, RedisBinaryNotFound, RedisServer, find_redis_server
+from labcache.embedded import RedisBinaryNotFound, RedisServer, find_redis_server
 from labcache.lab.local_cluster import LocalCluster
 
 try:
@@ -38,6 +39,15 @@ server = RedisServer().start()
 pids = [s.process.pid for s in [*cluster.servers.values(), server]]
 print(cluster.directory, server.directory, *pids, flush=True)
 time.sleep(600)
+"""
+
+# Guards a folder, then exits at once without dismissing the guard.
+GUARD_OWNER = """
+import sys
+from pathlib import Path
+from labcache.embedded import FolderGuard
+guard = FolderGuard(Path(sys.argv[1]))
+assert guard.active
 """
 
 
@@ -104,7 +114,7 @@ def test_a_kernel_shut_down_by_jupyter_leaves_nothing(tmp_path: Path) -> None:
 
 def test_stop_removes_the_folder_and_dismisses_the_guard(tmp_path: Path) -> None:
     with RedisServer(directory=None) as server:
-        guard = server._guard
+        guard = server.guard
         assert guard is not None and guard.active
         folder = server.directory
     assert guard is not None and not guard.active
@@ -113,18 +123,18 @@ def test_stop_removes_the_folder_and_dismisses_the_guard(tmp_path: Path) -> None
 
 def test_a_folder_given_to_the_server_is_neither_guarded_nor_removed(tmp_path: Path) -> None:
     with RedisServer(directory=tmp_path / "mine") as server:
-        assert server._guard is None
+        assert server.guard is None
     assert (tmp_path / "mine").is_dir()
 
 
 def test_a_guard_removes_its_folder_once_its_owner_has_gone(tmp_path: Path) -> None:
     folder = tmp_path / "guarded"
     (folder / "inside").mkdir(parents=True)
-    guard = FolderGuard(folder)
-    assert guard._process is not None and guard._process.stdin is not None
-    guard._process.stdin.close()  # what the owner's exit does, however it exits
-    guard._process.wait(TIMEOUT)
-    assert not folder.exists()
+    owner = subprocess.run(
+        [sys.executable, "-c", GUARD_OWNER, str(folder)], env=_env(tmp_path), timeout=TIMEOUT
+    )
+    assert owner.returncode == 0
+    assert _wait_until_gone([folder], []) == ([], [])
 
 
 def test_local_cluster_stop_dismisses_its_guard(
@@ -133,7 +143,7 @@ def test_local_cluster_stop_dismisses_its_guard(
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)
     with LocalCluster(primaries=3, replicas=0) as cluster:
-        guard = cluster._guard
+        guard = cluster.guard
         assert guard is not None and guard.active
     assert not guard.active
     assert list(tmp_path.iterdir()) == []
@@ -144,5 +154,6 @@ def test_a_folder_too_deep_for_a_unix_socket_gets_loopback_tcp(tmp_path: Path) -
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     with RedisServer(directory=deep) as server:
         assert server.port and server.url.startswith("redis://127.0.0.1:")
-        assert server._answers_ping()
+        with redis.Redis.from_url(server.url, socket_timeout=TIMEOUT) as client:
+            assert client.ping() is True
         assert not server.socket_path.exists()

@@ -30,7 +30,7 @@ from labcache.generations import Generation
 from labcache.invalidation import Invalidator
 from labcache.lab.local_cluster import LocalCluster, failover_drill
 from labcache.lab.rules import LAB_RULES, POLICY_UPDATED
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import MultiLevelCache, Stampede
 from labcache.stampede import DistributedLock
 from labcache.warming import CacheWarmer
 from tests.helpers import Loader
@@ -81,7 +81,7 @@ def test_local_cluster_has_three_primaries_each_with_an_in_sync_replica(
     assert (len(primaries), len(replicas)) == (3, 3)
     assert sum(b - a + 1 for n in primaries for a, b in n.slots) == 16384
     assert sorted(r.primary_of for r in replicas) == sorted(p.node_id for p in primaries)
-    assert cluster._health_problem() is None
+    cluster.wait_healthy(timeout=0)  # healthy now, or TimeoutError naming what is wrong
 
 
 def test_cluster_urls_are_recognised() -> None:
@@ -309,7 +309,7 @@ async def test_distributed_lock_on_one_key_works_and_release_wakes_a_waiter(
     token = await lock.acquire("policy:1")
     assert token is not None and await lock.acquire("policy:1") is None
     waiter = asyncio.create_task(lock.acquire_or_wait("policy:1", timeout=60))
-    await asyncio.wait_for(lock._subscribed.wait(), 5)  # the waiter listens for the release
+    await lock.listener.wait_ready()  # the waiter listens for the release
     assert lock.stats.waits == 1
     assert await lock.release("policy:1", token) is True  # PUBLISH from Lua reaches the waiter
     outcome = await waiter
@@ -318,7 +318,10 @@ async def test_distributed_lock_on_one_key_works_and_release_wakes_a_waiter(
 
     caches = [
         MultiLevelCache(
-            rc, namespace=namespace, backplane=False, lock=DistributedLock(rc, namespace)
+            rc,
+            namespace=namespace,
+            backplane=False,
+            stampede=Stampede(lock=DistributedLock(rc, namespace)),
         )  # type: ignore[arg-type]
         for _ in range(4)
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,14 +13,16 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from labcache import connection
 from labcache.connection import (
     RedisUnavailable,
     Settings,
     connect,
+    embedded_server,
     health_check,
     redact,
+    redis_answers,
     redis_url_from_env,
+    stop_embedded_server,
     validate_url,
 )
 from labcache.embedded import (
@@ -171,8 +174,10 @@ async def test_explicit_url_argument_is_used(
 
 def test_localhost_probe_only_accepts_a_redis(redis_url: str) -> None:
     port = int(redis_url.rsplit(":", 1)[1].split("/", 1)[0])
-    assert connection._local_redis_answers("127.0.0.1", port) is True
-    assert connection._local_redis_answers("127.0.0.1", free_port()) is False
+    assert redis_answers("127.0.0.1", port) is True
+    assert redis_answers("127.0.0.1", free_port()) is False
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers PING
+        assert redis_answers("127.0.0.1", silent.getsockname()[1]) is False
 
 
 # --- malformed URLs and redaction --------------------------------------------------------------
@@ -245,11 +250,12 @@ async def test_embedded_server_uses_a_private_unix_socket(
     clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clean_env.setenv("LABCACHE_EMBEDDED", "1")
-    clean_env.setattr(connection, "_embedded", None)
+    stop_embedded_server()  # so that connect() starts one
     client = await connect()
-    server = connection._embedded
+    server = embedded_server()  # the one connect() started: it is running, so no new one
     try:
-        assert server is not None and server.running
+        assert server.running
+        assert await client.config_get("unixsocket") == {"unixsocket": str(server.socket_path)}
         assert server.directory is not None
         assert stat.S_IMODE(server.directory.stat().st_mode) == 0o700
         assert stat.S_ISSOCK(server.socket_path.stat().st_mode)
@@ -261,8 +267,8 @@ async def test_embedded_server_uses_a_private_unix_socket(
         await _close(again)
     finally:
         await _close(client)
-        if server is not None:
-            server.stop()
+        stop_embedded_server()
+    assert not server.running
     out = capsys.readouterr().out
     assert "unix://" in out and "embedded redis-server" in out
     assert not server.directory.exists(), "stop() should remove the folder it created"
@@ -288,7 +294,7 @@ async def test_no_server_binary_is_unavailable_with_a_hint(
 ) -> None:
     clean_env.setenv("LABCACHE_EMBEDDED", "1")
     clean_env.setenv("REDIS_SERVER_BIN", str(tmp_path / "no-such-redis-server"))
-    clean_env.setattr(connection, "_embedded", None)
+    stop_embedded_server()  # else connect() would reuse a running one
     with pytest.raises(RedisBinaryNotFound):
         find_redis_server()
     with pytest.raises(RedisUnavailable) as info:

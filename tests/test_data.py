@@ -10,11 +10,12 @@ import random
 from collections import Counter
 from datetime import date
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
-from labcache.lab import data
+from labcache.lab import data, generator, schema
 from labcache.lab.data import (
     DATA_DIR,
     InsuranceDB,
@@ -70,8 +71,10 @@ def test_generator_is_pure_and_ignores_the_global_random_state() -> None:
     assert generate(seed=11) != first
 
 
-def test_module_never_uses_unseeded_randomness_or_the_clock() -> None:
-    source = Path(data.__file__).read_text(encoding="utf-8")
+@pytest.mark.parametrize("module", [data, generator, schema], ids=lambda m: m.__name__)
+def test_module_never_uses_unseeded_randomness_or_the_clock(module: ModuleType) -> None:
+    assert module.__file__ is not None
+    source = Path(module.__file__).read_text(encoding="utf-8")
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             if node.value.id == "random":
@@ -362,7 +365,7 @@ async def test_quote_depends_on_its_inputs(db: InsuranceDB) -> None:
 
 
 def _risk_factor(score: int) -> float:
-    bands = {int(k): v for k, v in data._RATES["risk"].items()}
+    bands = {int(k): v for k, v in generator.RATES["risk"].items()}
     return bands[max(b for b in bands if b <= score)]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -542,15 +543,18 @@ def test_cleanup_rejects_bad_settings(
 
 
 async def test_cleanup_task_runs_until_stopped_and_is_cancelled(cache: MultiLevelCache) -> None:
+    def cleanup_tasks() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "quote-cleanup"]
+
     await cache.set("quote:soon", 1, ttl=30)
     async with QuoteCleanup(cache, threshold=60, interval=0.01) as cleanup:
-        task = cleanup._task
-        assert task is not None and cleanup.running
-        assert cleanup.start()._task is task  # starting twice starts one task
+        [task] = cleanup_tasks()
+        assert cleanup.running
+        assert cleanup.start() is cleanup and cleanup_tasks() == [task]  # still one task
         await cleanup.wait_runs(3)
         assert cleanup.removed == 1 and cleanup.errors == 0
     assert task.cancelled() and not cleanup.running
-    assert not [t for t in asyncio.all_tasks() if t.get_name() == "quote-cleanup"]
+    assert not cleanup_tasks()
     await cleanup.stop()  # stopping twice is harmless
 
 

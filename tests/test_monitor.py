@@ -13,7 +13,7 @@ from labcache.embedded import RedisServer
 from labcache.events import ERROR, FALLBACK, HIT, LOAD, MISS, SET, CacheEvent
 from labcache.lab.workload import VirtualClock
 from labcache.monitor import CacheMonitor, LatencyHistogram, rate
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import Memory, MultiLevelCache
 from tests.helpers import Loader
 
 RESOLUTION = 10 ** (0.5 / 50) - 1  # half a bucket: the histogram's worst relative error
@@ -204,7 +204,7 @@ def test_recommendations_name_their_numbers_and_thresholds() -> None:
 
 
 async def test_l1_nearly_full_is_reported(redis: aioredis.Redis, namespace: str) -> None:
-    cache = MultiLevelCache(redis, namespace=namespace, l1_maxsize=10, backplane=False)
+    cache = MultiLevelCache(redis, namespace=namespace, backplane=False, l1=Memory(10))
     monitor = CacheMonitor(cache)
     for i in range(9):
         await cache.get(f"k{i}", Loader(i))

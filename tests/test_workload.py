@@ -19,7 +19,7 @@ from labcache.lab.workload import (
     summarize,
 )
 from labcache.monitor import CacheMonitor
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import Memory, MultiLevelCache
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -105,8 +105,14 @@ async def test_simulated_runs_repeat_to_the_request(
     frames = []
     for run in range(2):
         clock = VirtualClock()
-        cache = MultiLevelCache(redis, namespace=f"{namespace}{run}:", default_ttl=3,
-                                memory_ttl=1, backplane=False, clock=clock)  # fmt: skip
+        cache = MultiLevelCache(
+            redis,
+            namespace=f"{namespace}{run}:",
+            default_ttl=3,
+            backplane=False,
+            l1=Memory(ttl=1, clock=clock),
+            clock=clock,
+        )
         wl = Workload(cache, db, rate=20, requests=400, skew=1.0, n_keys=50, seed=3)
         frames.append(await wl.simulate(clock))
     a, b = frames

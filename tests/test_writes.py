@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -22,11 +23,12 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from labcache.aside import REDIS_FAILURES
+from labcache.aside import REDIS_FAILURES, ValueTooLarge
 from labcache.embedded import RedisServer
 from labcache.events import CacheEvent
 from labcache.lab.data import InsuranceDB, Latency, SourceUnavailable
-from labcache.multilevel import MultiLevelCache
+from labcache.multilevel import Guard, MultiLevelCache, Stampede
+from labcache.ttl import Jitter
 from labcache.writes import Flusher, Lag, WriteBehind, WriteThrough
 from tests.helpers import command_counts, commands_sent
 
@@ -284,6 +286,33 @@ async def test_write_behind_updates_the_cache_now_and_queues_one_entry(
     assert await wb.flush() == 2
     row = await db.get_policy(PID)
     assert row is not None and {k: row[k] for k in new} == new  # cache and database agree
+
+
+async def test_write_behind_writes_through_the_store_jitter_and_size_limit(
+    redis: aioredis.Redis, namespace: str, db: InsuranceDB
+) -> None:
+    """Queued writes use the cache's store: their TTLs are jittered, an oversized value is
+    refused before anything is cached or queued."""
+    cache = MultiLevelCache(
+        redis,
+        namespace=namespace,
+        backplane=False,
+        stampede=Stampede(jitter=Jitter(0.5, random.Random(7))),
+        guard=Guard(max_value_bytes=2_000),
+    )
+    wb = WriteBehind(cache, db, ttl=100)
+    pids = db.policy_ids()[:20]
+    for pid in pids:
+        await wb.update_policy(pid, premium=10.0)
+    pttls = [await redis.pttl(cache.key(f"policy:{pid}")) for pid in pids]
+    assert all(50_000 - 1000 <= p <= 150_000 for p in pttls)  # ±50 % of 100 s
+    assert max(pttls) - min(pttls) > 20_000  # spread, not one expiry moment
+    queued = await redis.xlen(wb.stream)
+    big = {"id": PID, "notes": "x" * 5_000}
+    with pytest.raises(ValueTooLarge, match="over max_value_bytes=2000"):
+        await wb.write("policy:big", big, table="policies", row_id=PID, fields={"premium": 1.0})
+    assert await redis.xlen(wb.stream) == queued and wb.stats.queued == len(pids)
+    assert await redis.exists(cache.key("policy:big")) == 0
 
 
 async def test_write_behind_rejects_bad_writes_before_queueing(

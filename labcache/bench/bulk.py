@@ -139,10 +139,10 @@ async def _set_many(
     """The records `cache.set` writes (and, with `tag`, its tag set), in one pipeline."""
     async with ctx.redis.pipeline(transaction=False) as pipe:
         for key in keys:
-            full, data, px = cache.encode_entry(key, value, 3600)
-            pipe.set(full, data, px=px)
+            record = cache.store.record(cache.key(key), value, 3600)
+            pipe.set(record.full, record.data, px=record.px)
             if tag is not None:
-                pipe.sadd(tag, full)
+                pipe.sadd(tag, record.full)
         if tag is not None:
             pipe.pexpire(tag, 3_600_000)
         await pipe.execute()

@@ -38,7 +38,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "6": ("stampede", "labcache.bench.load:stampede"),
     "7": ("Zipf workload", "labcache.bench.load:workload"),
     "8": ("peers on the hit paths", "labcache.bench.versus:peers_l1,peers_l2"),
-    "9": ("memory", "labcache.bench.load:memory"),
+    "9": ("memory", "labcache.bench.footprint:memory"),
 }
 
 

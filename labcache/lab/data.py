@@ -2,7 +2,8 @@
 
 Every call sleeps a simulated latency and is counted, so a notebook can show what a cache saves
 and a test can assert "the database was asked exactly once". The CSVs come from a seeded
-generator (``python -m labcache.lab.data``), so every run and every notebook output repeats.
+generator (``python -m labcache.lab.data`` writes them): `labcache.lab.generator`; the tables'
+columns are `labcache.lab.schema`. Both modules' names are importable from here too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import csv
 import hashlib
 import json
 import math
-import random
 import sqlite3
 import sys
 import threading
@@ -20,132 +20,37 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from labcache.errors import LabcacheError
+from labcache.lab.generator import (
+    AGENT_IDS,
+    BANDED,
+    CUSTOMER_IDS,
+    DATA_DIR,
+    POLICY_IDS,
+    SEED,
+    generate,
+    write_csvs,
+)
+from labcache.lab.schema import NESTED, SCHEMA, SQL_TYPES, UPDATABLE, Row
 
-SEED = 10
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-POLICY_IDS = range(10000, 15000)  # includes the lab's "12345"
-CUSTOMER_IDS = range(60000, 62000)
-AGENT_IDS = [f"A{n:03d}" for n in range(1, 201)]
-Row = dict[str, Any]
-
-# One schema drives the CSV header, the SQLite table and the type of every loaded value.
-SCHEMA: dict[str, dict[str, type]] = {
-    "customers": {"id": str, "name": str, "email": str, "phone": str, "street": str,
-                  "city": str, "state": str, "zip": str, "risk_score": int, "version": int},
-    "agents": {"id": str, "name": str, "sales_this_month": int, "revenue": float,
-               "customer_satisfaction": float, "policies_managed": int},
-    "policies": {"id": str, "number": str, "customer_id": str, "agent_id": str, "type": str,
-                 "premium": float, "deductible": int, "coverage_liability": int,
-                 "coverage_collision": int, "coverage_comprehensive": int,
-                 "effective_date": str, "expiration_date": str, "version": int},
-    "quote_rates": {"factor": str, "key": str, "value": float},
-}  # fmt: skip
-_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
-# How a flat row becomes the lab's nested object (and how a nested update becomes columns).
-_NESTED = {"policies": ("coverage", "coverage_", ("liability", "collision", "comprehensive")),
-           "customers": ("address", "", ("street", "city", "state", "zip"))}  # fmt: skip
-_UPDATABLE = {
-    "policies": {"type", "premium", "deductible", "coverage", "effective_date",
-                 "expiration_date", "customer_id", "agent_id"},
-    "customers": {"name", "email", "phone", "address", "risk_score"},
-}  # fmt: skip
-
-_FIRST = ("Ana", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal",
-          "Kira", "Liam", "Maya", "Noor", "Omar", "Priya", "Quinn", "Rosa")  # fmt: skip
-_LAST = ("Adams", "Baker", "Chen", "Diaz", "Evans", "Fischer", "Garcia", "Haddad", "Ito", "Kim",
-         "Lopez", "Murphy", "Nguyen", "Okafor", "Patel", "Rossi", "Silva", "Vogel")  # fmt: skip
-_STREETS = ("Oak", "Maple", "Cedar", "Pine", "Elm", "Lake", "Hill", "Park", "River", "Main")
-_CITIES = (("Austin", "TX", "787"), ("Denver", "CO", "802"), ("Portland", "OR", "972"),
-           ("Columbus", "OH", "432"), ("Boston", "MA", "021"), ("Newark", "NJ", "071"),
-           ("Phoenix", "AZ", "850"), ("Raleigh", "NC", "276"), ("Tampa", "FL", "336"))  # fmt: skip
-# Per policy type: premium range, deductibles, liability, collision, comprehensive (or face value).
-_PLANS = {
-    "Auto": ((600, 2400), (250, 500, 1000), (100_000, 300_000, 500_000), (25_000, 50_000, 100_000),
-             (10_000, 25_000, 50_000)),
-    "Home": ((800, 3500), (500, 1000, 2500), (100_000, 300_000, 500_000), (0,),
-             (150_000, 300_000, 600_000)),
-    "Life": ((200, 1500), (0,), (0,), (0,), (100_000, 250_000, 500_000, 1_000_000)),
-}  # fmt: skip
-# The quote rating table: a base rate, exact-match factors and banded ones (the band with the
-# highest lower bound <= the value applies). It ships as quote_rates.csv for students to read.
-_RATES: dict[str, dict[str, float]] = {
-    "base": {"annual": 800.0},
-    "age": {"16": 1.6, "21": 1.35, "25": 1.1, "30": 1.0, "50": 0.95, "65": 1.15, "75": 1.35},
-    "vehicle": {"sedan": 1.0, "suv": 1.15, "truck": 1.2, "minivan": 0.95, "electric": 1.1,
-                "sports": 2.0, "motorcycle": 1.4},
-    "deductible": {"0": 1.25, "250": 1.1, "500": 1.0, "1000": 0.9, "2500": 0.8},
-    "coverage": {"basic": 0.8, "standard": 1.0, "full": 1.3},
-    "risk": {"0": 0.9, "40": 1.0, "70": 1.2, "90": 1.45},
-}  # fmt: skip
-_BANDED = {"age", "deductible", "risk"}
-
-
-def generate(seed: int = SEED) -> dict[str, list[Row]]:
-    """Build every table from one seeded RNG: the same seed always gives the same rows."""
-    rng = random.Random(seed)
-    customers: list[Row] = []
-    for cid in CUSTOMER_IDS:
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        city, state, zip3 = rng.choice(_CITIES)
-        customers.append({
-            "id": str(cid), "name": f"{first} {last}",
-            "email": f"{first}.{last}.{cid}@example.com".lower(),
-            "phone": f"555-{rng.randrange(100, 1000)}-{rng.randrange(10000):04d}",
-            "street": f"{rng.randrange(1, 9999)} {rng.choice(_STREETS)} St", "city": city,
-            "state": state, "zip": f"{zip3}{rng.randrange(100):02d}",
-            "risk_score": rng.randrange(100), "version": 1,
-        })  # fmt: skip
-    agent_weights = [rng.uniform(0.5, 3.0) for _ in AGENT_IDS]  # some agents sell more
-    owners = [str(c) for c in CUSTOMER_IDS]  # every customer holds at least one policy
-    owners += [str(rng.choice(CUSTOMER_IDS)) for _ in range(len(POLICY_IDS) - len(owners))]
-    rng.shuffle(owners)
-    risk = {c["id"]: c["risk_score"] for c in customers}
-    policies: list[Row] = []
-    for pid, owner in zip(POLICY_IDS, owners, strict=True):
-        kind = rng.choices(("Auto", "Home", "Life"), weights=(55, 30, 15))[0]
-        start = date(2024, rng.randrange(1, 13), rng.randrange(1, 29))  # day <= 28: no Feb 29
-        years = rng.choice((10, 20, 30)) if kind == "Life" else 1
-        (low, high), deductibles, liability, collision, comprehensive = _PLANS[kind]
-        policies.append({
-            "id": str(pid), "number": f"POL-{pid}", "customer_id": owner,
-            "agent_id": rng.choices(AGENT_IDS, weights=agent_weights)[0], "type": kind,
-            "premium": round(rng.uniform(low, high) * (0.8 + risk[owner] / 250), 2),
-            "deductible": rng.choice(deductibles), "coverage_liability": rng.choice(liability),
-            "coverage_collision": rng.choice(collision),
-            "coverage_comprehensive": rng.choice(comprehensive),
-            "effective_date": start.isoformat(),
-            "expiration_date": start.replace(year=start.year + years).isoformat(), "version": 1,
-        })  # fmt: skip
-    agents: list[Row] = []
-    for aid in AGENT_IDS:
-        book = [p["premium"] for p in policies if p["agent_id"] == aid]
-        agents.append({
-            "id": aid, "name": f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
-            "sales_this_month": rng.randrange(51), "revenue": round(sum(book), 2),
-            "customer_satisfaction": round(rng.uniform(3.5, 5.0), 2),
-            "policies_managed": len(book),
-        })  # fmt: skip
-    rates = [{"factor": f, "key": k, "value": v} for f, t in _RATES.items() for k, v in t.items()]
-    return {"customers": customers, "agents": agents, "policies": policies, "quote_rates": rates}
-
-
-def write_csvs(directory: str | Path = DATA_DIR, seed: int = SEED) -> dict[str, Path]:
-    """Write one CSV per table; floats get two decimals and lines "\\n", so bytes never vary."""
-    paths = {table: Path(directory) / f"{table}.csv" for table in SCHEMA}
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    for table, rows in generate(seed).items():
-        with paths[table].open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(SCHEMA[table])
-            for row in rows:
-                values = (row[column] for column in SCHEMA[table])
-                writer.writerow(f"{v:.2f}" if isinstance(v, float) else v for v in values)
-    return paths
+__all__ = [
+    "AGENT_IDS",
+    "CUSTOMER_IDS",
+    "DATA_DIR",
+    "POLICY_IDS",
+    "SCHEMA",
+    "SEED",
+    "InsuranceDB",
+    "Latency",
+    "Row",
+    "SourceUnavailable",
+    "generate",
+    "normalize_quote_request",
+    "write_csvs",
+]
 
 
 class SourceUnavailable(LabcacheError, ConnectionError):
@@ -212,7 +117,7 @@ class InsuranceDB:
     def _load(self, directory: Path) -> None:
         """Create the tables and fill them from the CSVs, unless a file database has rows."""
         for table, cols in SCHEMA.items():
-            spec = ", ".join(f"{c} {_SQL_TYPES[t]}" for c, t in cols.items())
+            spec = ", ".join(f"{c} {SQL_TYPES[t]}" for c, t in cols.items())
             key = ", PRIMARY KEY (id)" if "id" in cols else ""
             self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec}{key})")
         self._conn.execute("CREATE INDEX IF NOT EXISTS by_customer ON policies (customer_id)")
@@ -287,9 +192,9 @@ class InsuranceDB:
         if not rows:
             return None
         flat = dict(rows[0])
-        if table not in _NESTED:
+        if table not in NESTED:
             return flat
-        name, prefix, parts = _NESTED[table]
+        name, prefix, parts = NESTED[table]
         nested = {part: flat.pop(prefix + part) for part in parts}
         return {**flat, name: nested}
 
@@ -387,9 +292,9 @@ class InsuranceDB:
 
     def updatable(self, table: str) -> frozenset[str]:
         """The fields an update may change on ``table`` ("policies" or "customers")."""
-        if table not in _UPDATABLE:
-            raise ValueError(f"cannot update {table!r}; updatable tables: {sorted(_UPDATABLE)}")
-        return frozenset(_UPDATABLE[table])
+        if table not in UPDATABLE:
+            raise ValueError(f"cannot update {table!r}; updatable tables: {sorted(UPDATABLE)}")
+        return frozenset(UPDATABLE[table])
 
     def _update(self, table: str, key: str, changes: Mapping[str, Any]) -> Row:
         """Validate first (`validate_changes`), so a bad write changes nothing."""
@@ -411,8 +316,8 @@ class InsuranceDB:
         unknown = set(changes) - self.updatable(table)
         if unknown or not changes:
             raise ValueError(f"cannot update {sorted(unknown) or 'nothing'} on {table}; "
-                             f"updatable fields: {sorted(_UPDATABLE[table])}")  # fmt: skip
-        name, prefix, parts = _NESTED[table]
+                             f"updatable fields: {sorted(UPDATABLE[table])}")  # fmt: skip
+        name, prefix, parts = NESTED[table]
         flat = {k: v for k, v in changes.items() if k != name}
         if name in changes:
             if not isinstance(changes[name], Mapping) or set(changes[name]) - set(parts):
@@ -445,7 +350,7 @@ def _rate(rates: Mapping[str, Mapping[str, float]], factor: str, value: Any) -> 
     """An exact-match factor, or for a banded one the band with the highest lower bound."""
     table = rates[factor]
     key = value
-    if factor in _BANDED:
+    if factor in BANDED:
         key = str(max((int(k) for k in table if int(k) <= value), default=-1))
     if key not in table:
         raise ValueError(f"{factor} {value!r} is not rated; the table has {sorted(table)}")

@@ -2,23 +2,20 @@
 
 `LocalCluster` starts a real cluster (redis-server processes on loopback ports) for the tests and
 notebook 08, with a short node timeout so a killed primary's replica takes over in seconds;
-`failover_drill` kills a primary mid-workload and reports what callers saw. The library's cluster
-support (slots, URLs, tags, the sharded backplane) is `labcache.cluster`.
+`failover_drill` (`labcache.lab.failover`, importable from here too) kills a primary mid-workload
+and reports what callers saw. The library's cluster support (slots, URLs, tags, the sharded
+backplane) is `labcache.cluster`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
-import itertools
 import logging
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +24,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from labcache.cluster import SLOTS, cluster_client, key_slot
-from labcache.embedded import FolderGuard, RedisServer, find_redis_server, free_port
+from labcache.embedded import FolderGuard, RedisServer, find_redis_server
+from labcache.lab.cluster_nodes import NodeInfo, cluster_ports, covers, parse_nodes
+from labcache.lab.failover import FailoverReport, failover_drill
 
 logger = logging.getLogger(__name__)
-
-
-# -- a real local cluster --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """One node as the cluster sees it."""
-
-    port: int
-    node_id: str
-    role: str  # "primary" or "replica"
-    slots: tuple[tuple[int, int], ...]
-    primary_of: str | None  # a replica's primary id
-    alive: bool
+__all__ = ["FailoverReport", "LocalCluster", "NodeInfo", "failover_drill"]
 
 
 class LocalCluster:
@@ -91,7 +76,7 @@ class LocalCluster:
         self._guard = FolderGuard(self.directory)
         atexit.register(self.stop)
         try:
-            for port in _cluster_ports(self.n_primaries * (1 + self.n_replicas)):
+            for port in cluster_ports(self.n_primaries * (1 + self.n_replicas)):
                 self.servers[port] = self._server(port).start()
             self._create(timeout)
         except BaseException:
@@ -122,6 +107,13 @@ class LocalCluster:
     # -- what tests and notebooks use --------------------------------------------------------
 
     @property
+    def guard(self) -> FolderGuard | None:
+        """The `FolderGuard` that ends the nodes and removes `directory` should this process be
+        killed; `stop()` dismisses it. None before `start()` and after `stop()`.
+        """
+        return self._guard
+
+    @property
     def ports(self) -> list[int]:
         return list(self.servers)
 
@@ -139,13 +131,13 @@ class LocalCluster:
 
     def nodes(self) -> list[NodeInfo]:
         """Every node, as a live node's CLUSTER NODES describes it."""
-        return _parse_nodes(self._ask_any("CLUSTER", "NODES"), set(self.servers))
+        return parse_nodes(self._ask_any("CLUSTER", "NODES"), set(self.servers))
 
     def primary_for(self, slot_or_key: int | str | bytes) -> int:
         """The port of the live primary that serves a slot (or a key's slot) right now."""
         slot = slot_or_key if isinstance(slot_or_key, int) else key_slot(slot_or_key)
         for node in self.nodes():
-            if node.role == "primary" and node.alive and _covers(node.slots, slot):
+            if node.role == "primary" and node.alive and covers(node.slots, slot):
                 return node.port
         raise RuntimeError(f"no live primary serves slot {slot} right now")
 
@@ -245,7 +237,7 @@ class LocalCluster:
                 with self._sync(port) as r:
                     if "cluster_state:ok" not in str(r.execute_command("CLUSTER", "INFO")):
                         return f"node {port}: cluster_state is not ok"
-                    view = _parse_nodes(r.execute_command("CLUSTER", "NODES"), live)
+                    view = parse_nodes(r.execute_command("CLUSTER", "NODES"), live)
                     slot_map = r.execute_command("CLUSTER", "SLOTS")
                     replication = r.info("replication")
             except (RedisError, OSError) as exc:
@@ -275,137 +267,3 @@ class LocalCluster:
                 with contextlib.suppress(RedisError, OSError), self._sync(port) as r:
                     return r.execute_command(*command)
         raise RuntimeError("no node of the local cluster answers")
-
-
-# -- a failover drill ------------------------------------------------------------------------
-
-
-@dataclass
-class FailoverReport:
-    """What callers saw while a primary died and its replica took over."""
-
-    killed_port: int
-    requests: int = 0  # from the kill to the first hit on the dead primary's keys
-    fallbacks: int = 0  # of those, served by the loader because Redis failed
-    errors: int = 0  # exceptions that reached a caller (the target is 0)
-    wrong_values: int = 0
-    recovery_seconds: float | None = None
-    timeline: list[tuple[float, str, bool]] = field(default_factory=list)  # (s, outcome, victim)
-
-    def __str__(self) -> str:
-        recovered = "never" if self.recovery_seconds is None else f"{self.recovery_seconds:.2f} s"
-        return (
-            f"killed primary :{self.killed_port}; during failover {self.requests} requests, "
-            f"{self.fallbacks} fallbacks, {self.errors} errors, {self.wrong_values} wrong "
-            f"values; recovered in {recovered}"
-        )
-
-
-async def failover_drill(
-    cluster: LocalCluster,
-    cache: Any,
-    keys: list[str],
-    value_for: Callable[[str], Any],
-    *,
-    after: int = 100,
-    pace: float = 0.005,
-    timeout: float = 30.0,
-    on_request: Callable[[float, str, bool], None] | None = None,
-) -> FailoverReport:
-    """Kill the primary of `keys[0]` mid-workload; read until its keys are hits again.
-
-    `cache` is a MultiLevelCache (or CacheAside) on `cluster`; every key should be cached
-    already. Reads skip L1, so each one reaches Redis. Recovery is the first L2 hit on a key
-    the dead primary owned; `after` more requests then show the steady state.
-    """
-    owner = {n.port: n.slots for n in cluster.nodes() if n.role == "primary"}
-    port = cluster.kill_primary(cache.key(keys[0]))
-    report = FailoverReport(port)
-    victims = {k for k in keys if _covers(owner[port], key_slot(cache.key(k)))}
-    outcomes: list[str] = []
-    unsubscribe = cache.events.subscribe(
-        lambda e: outcomes.append(f"{e.kind}:{e.level}") if e.kind in _OUTCOMES else None
-    )
-    killed_at = time.monotonic()
-    try:
-        for i in itertools.count():
-            key = keys[i % len(keys)]
-            outcomes.clear()
-
-            async def load(key: str = key) -> Any:
-                return value_for(key)
-
-            try:
-                kwargs = {"skip_memory": True} if hasattr(cache, "l1") else {}
-                value = await cache.get(key, load, **kwargs)
-                outcome = outcomes[-1] if outcomes else "none"
-                report.wrong_values += value != value_for(key)
-            except Exception as exc:  # what the drill measures: nothing should get here
-                logger.warning("failover drill: %s reached the caller: %s", key, exc)
-                outcome = "error"
-                report.errors += 1
-            now = time.monotonic() - killed_at
-            report.timeline.append((now, outcome, key in victims))
-            if on_request is not None:
-                on_request(now, outcome, key in victims)
-            if report.recovery_seconds is None:
-                report.requests += 1
-                report.fallbacks += outcome.startswith("fallback")
-                if key in victims and outcome == "hit:l2":
-                    report.recovery_seconds = now
-                    stop_at = i + after
-            elif i >= stop_at:
-                return report
-            if now > timeout:
-                raise TimeoutError(f"no hit on the dead primary's keys within {timeout}s: {report}")
-            await asyncio.sleep(pace)
-    finally:
-        unsubscribe()
-    raise AssertionError("unreachable")
-
-
-_OUTCOMES = {"hit", "miss", "fallback", "stale"}
-
-
-def _covers(ranges: tuple[tuple[int, int], ...], slot: int) -> bool:
-    return any(first <= slot <= last for first, last in ranges)
-
-
-def _parse_nodes(text: str, ours: set[int]) -> list[NodeInfo]:
-    nodes = []
-    for line in str(text).splitlines():
-        fields = line.split()
-        node_id, address, flags, primary = fields[0], fields[1], fields[2].split(","), fields[3]
-        port = int(address.split("@")[0].rsplit(":", 1)[1])
-        slots = []
-        for spec in fields[8:]:
-            if spec.startswith("["):  # a slot being migrated
-                continue
-            first, _, last = spec.partition("-")
-            slots.append((int(first), int(last or first)))
-        role = "primary" if "master" in flags else "replica"
-        alive = not ({"fail", "fail?", "noaddr"} & set(flags)) and port in ours
-        nodes.append(
-            NodeInfo(port, node_id, role, tuple(slots), None if primary == "-" else primary, alive)
-        )
-    return sorted(nodes, key=lambda n: n.port)
-
-
-def _cluster_ports(n: int) -> list[int]:
-    """`n` free loopback ports whose cluster bus port (port + 10000) is free too."""
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_port()
-        if port + 10000 > 65535 or port in ports or not _bindable(port + 10000):
-            continue
-        ports.append(port)
-    return ports
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

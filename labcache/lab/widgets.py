@@ -2,7 +2,7 @@
 
 The knobs act on the running objects themselves, so a change applies to the very next request:
 the TTL sliders set `cache.default_ttl` and the workload's per-kind `ttls` (read on every
-request), `memory_ttl` sets `cache.memory_ttl`, the L1 slider calls `cache.resize_l1()`, and skew
+request), `memory_ttl` sets `cache.l1.ttl`, the L1 slider calls `cache.resize_l1()`, and skew
 and rate set the workload's. The plots are redrawn from the monitor's time series by one task that
 `stop()` cancels (the lab's timers never stopped: mistake 10). Everything is a plain attribute,
 so a test can move a slider and call `refresh()` without a browser.
@@ -94,7 +94,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
             "default_ttl": seconds("DEFAULT TTL (s)", cache.default_ttl),
             "policy_ttl": seconds("POLICY TTL (s)", wl.ttls["policy"]),
             "quote_ttl": seconds("QUOTE TTL (s)", wl.ttls["quote"]),
-            "memory_ttl": seconds("memory TTL (s)", cache.memory_ttl),
+            "memory_ttl": seconds("memory TTL (s)", cache.l1.ttl),
             "l1_size": slider(widgets.IntSlider, "L1 size (entries)",
                               int(cache.l1.maxsize), 10, max(5000, int(cache.l1.maxsize)), 10),
             "skew": slider(widgets.FloatSlider, "Zipf skew", wl.skew, 0.0, 2.0, 0.1),
@@ -107,7 +107,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
             "default_ttl": lambda v: setattr(cache, "default_ttl", float(v)),
             "policy_ttl": lambda v: wl.ttls.__setitem__("policy", float(v)),
             "quote_ttl": lambda v: wl.ttls.__setitem__("quote", float(v)),
-            "memory_ttl": lambda v: setattr(cache, "memory_ttl", float(v)),
+            "memory_ttl": lambda v: setattr(cache.l1, "ttl", float(v)),
             "l1_size": lambda v: cache.resize_l1(int(v)),  # a new, empty L1 of that size
             "skew": lambda v: setattr(wl, "skew", float(v)),
             "rate": lambda v: setattr(wl, "rate", float(v)),

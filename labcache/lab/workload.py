@@ -2,7 +2,8 @@
 
 What the lab's test got wrong, and this one does not:
 - `Math.random()` picked keys and kinds, so no two runs matched (mistake 15); here one seeded
-  `random.Random` draws the whole sequence: the same seed gives the same requests;
+  `random.Random` draws the whole sequence (`labcache.lab.stream`): the same seed gives the
+  same requests;
 - it recorded every request as a "hit" (mistake 8); here each request records the level that
   really served it, read from the cache's own events;
 - its `setInterval` timers outlived the test (mistake 10); here every task the workload starts
@@ -21,7 +22,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -29,14 +30,23 @@ from typing import Any, ClassVar, Protocol
 import pandas as pd
 
 from labcache.events import LOAD, CacheEvent, EventHub
-from labcache.keys import request_key
 from labcache.lab.data import InsuranceDB
+from labcache.lab.stream import LAB_MIX, Request, RequestStream, lab_quote_requests
 from labcache.monitor import REQUEST_KINDS, served_level
 from labcache.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
-
-LAB_MIX: Mapping[str, float] = {"policy": 0.6, "customer": 0.3, "quote": 0.1}
+# The request stream lives in `labcache.lab.stream`; its names are importable from here too.
+__all__ = [
+    "LAB_MIX",
+    "Cache",
+    "Request",
+    "RequestStream",
+    "VirtualClock",
+    "Workload",
+    "lab_quote_requests",
+    "summarize",
+]
 
 
 class Cache(Protocol):
@@ -49,107 +59,12 @@ class Cache(Protocol):
     ) -> Any: ...
 
 
-def lab_quote_requests() -> list[dict[str, Any]]:
-    """The lab's quote requests: driver age 20-59, sedan or SUV, deductible 500 (80 in all)."""
-    return [
-        {"driver_age": age, "vehicle_type": vehicle, "deductible": 500}
-        for age in range(20, 60)
-        for vehicle in ("sedan", "suv")
-    ]
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request of the stream: its kind, cache key and the loader's argument."""
-
-    index: int
-    kind: str
-    key: str
-    arg: Any
-
-
 def _positive(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name} must be a positive number, not {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, not {value!r}")
     return float(value)
-
-
-class RequestStream:
-    """An endless, seeded stream: kinds drawn by `mix`, keys uniform (skew 0) or Zipf(skew).
-
-    With Zipf skew `s` the k-th id of a kind's list is drawn with weight 1/k**s, so the first ids
-    are the hot ones. `mix` and `skew` can change at any time; the draws stay seeded.
-    """
-
-    def __init__(
-        self,
-        ids: Mapping[str, Sequence[Any]],
-        *,
-        mix: Mapping[str, float] = LAB_MIX,
-        skew: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        empty = [kind for kind, values in ids.items() if not values]
-        if empty:
-            raise ValueError(f"no ids to draw for {empty}")
-        self.ids = {kind: list(values) for kind, values in ids.items()}
-        self.rng = random.Random(seed)
-        self._count = itertools.count()
-        self._weights: dict[str, list[float]] = {}
-        self.mix = mix
-        self.skew = skew
-
-    @property
-    def mix(self) -> dict[str, float]:
-        return dict(self._mix)
-
-    @mix.setter
-    def mix(self, mix: Mapping[str, float]) -> None:
-        unknown = set(mix) - set(self.ids)
-        if unknown:
-            raise ValueError(f"mix names kinds without ids: {sorted(unknown)}")
-        if any(not (w >= 0 and math.isfinite(w)) for w in mix.values()) or sum(mix.values()) <= 0:
-            raise ValueError(f"mix weights must be >= 0 with a positive sum, not {dict(mix)}")
-        self._mix = {kind: float(w) for kind, w in mix.items() if w > 0}
-        self._kinds = list(self._mix)
-        self._kind_cum = list(itertools.accumulate(self._mix.values()))
-
-    @property
-    def skew(self) -> float:
-        return self._skew
-
-    @skew.setter
-    def skew(self, skew: float) -> None:
-        if isinstance(skew, bool) or not isinstance(skew, (int, float)) or not 0 <= skew < 10:
-            raise ValueError(f"skew must be a number in [0, 10) (0 = uniform), not {skew!r}")
-        self._skew = float(skew)
-        self._weights = {
-            kind: list(itertools.accumulate(k**-self._skew for k in range(1, len(values) + 1)))
-            for kind, values in self.ids.items()
-        }
-
-    def next(self) -> Request:
-        rng = self.rng
-        kind = rng.choices(self._kinds, cum_weights=self._kind_cum)[0]
-        values = self.ids[kind]
-        arg = values[rng.choices(range(len(values)), cum_weights=self._weights[kind])[0]]
-        key = request_key(kind, arg) if isinstance(arg, Mapping) else f"{kind}:{arg}"
-        return Request(next(self._count), kind, key, arg)
-
-    def take(self, n: int) -> list[Request]:
-        return [self.next() for _ in range(n)]
-
-    @classmethod
-    def from_db(cls, db: InsuranceDB, *, n_keys: int | None = None, **kwargs: Any) -> RequestStream:
-        """Policy and customer ids from the database, the lab's quote requests; `n_keys` of each."""
-        ids: dict[str, Sequence[Any]] = {
-            "policy": db.policy_ids()[:n_keys],
-            "customer": db.customer_ids()[:n_keys],
-            "quote": lab_quote_requests()[:n_keys],
-        }
-        return cls(ids, **kwargs)
 
 
 @dataclass

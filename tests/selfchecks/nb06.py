@@ -17,21 +17,21 @@ CASES: list[Case] = [
     (  # single-flight only: one load per instance, three for the fleet
         "def make_fleet_cache(redis, namespace, ttl):\n"
         f"    return {MC}, default_ttl=ttl,\n"
-        "                           jitter=Jitter(fraction=0.1))",
+        "                           stampede=Stampede(jitter=Jitter(fraction=0.1)))",
         "ex1-check",
         ("FAIL", "called 3 times", "shared lock in Redis"),
     ),
     (  # the lock, but every key expires at the same moment
         "def make_fleet_cache(redis, namespace, ttl):\n"
         f"    return {MC}, default_ttl=ttl,\n"
-        "                           lock=DistributedLock(redis, namespace))",
+        "                           stampede=Stampede(lock=DistributedLock(redis, namespace)))",
         "ex1-check",
         ("FAIL", "expire within 0.0 s of each other", "spread their TTLs"),
     ),
     (  # lock and jitter, but the TTL given is not used (the cache's default 300 s)
         "def make_fleet_cache(redis, namespace, ttl):\n"
-        f"    return {MC}, lock=DistributedLock(redis, namespace),\n"
-        "                           jitter=Jitter(fraction=0.1))",
+        f"    return {MC}, stampede=Stampede(lock=DistributedLock(redis, namespace),\n"
+        "                           jitter=Jitter(fraction=0.1)))",
         "ex1-check",
         ("FAIL", "TTLs in Redis range", "± 10 %"),
     ),
@@ -45,26 +45,26 @@ CASES: list[Case] = [
     (  # grace too short: Redis has dropped the stale copy 5 minutes later
         "def make_resilient_cache(redis, namespace, clock):\n"
         f"    return {MC}, clock=clock,\n"
-        "                           grace=120, soft_timeout=0.05)",
+        "                           staleness=Staleness(grace=120, soft_timeout=0.05))",
         "ex2-check",
         ("FAIL", "Redis drops the entry", "during the outage the read raised SourceUnavailable"),
     ),
     (  # grace but no soft timeout: stale at once, never a fresh value on an expired read
         "def make_resilient_cache(redis, namespace, clock):\n"
-        f"    return {MC}, clock=clock, grace=600)",
+        f"    return {MC}, clock=clock, staleness=Staleness(grace=600))",
         "ex2-check",
         ("FAIL", "without waiting for the refresh at all", "soft timeout"),
     ),
     (  # no grace, only a hard timeout: errors instead of the last value
         "def make_resilient_cache(redis, namespace, clock):\n"
-        f"    return {MC}, clock=clock, hard_timeout=0.1)",
+        f"    return {MC}, clock=clock, stampede=Stampede(hard_timeout=0.1))",
         "ex2-check",
         ("FAIL", "Redis drops the entry", "during the outage the read raised", "within 2 s"),
     ),
     (  # a soft timeout that waits for the hanging database
         "def make_resilient_cache(redis, namespace, clock):\n"
         f"    return {MC}, clock=clock,\n"
-        "                           grace=600, soft_timeout=30)",
+        "                           staleness=Staleness(grace=600, soft_timeout=30))",
         "ex2-check",
         ("FAIL", "did not return the last value within 2 s"),
     ),
