@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
 from labcache.errors import LabcacheError
@@ -30,21 +31,37 @@ class CorruptEntry(LabcacheError, ValueError):
 class JsonSerializer:
     """Compact JSON; NaN and non-JSON types are refused rather than stored as something else."""
 
-    # One encoder, made once: json.dumps with options builds a new one on every call.
-    _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    _chunks: Any = None  # the C encoder, where the interpreter has one
+
+    def __init__(self) -> None:
+        encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        self._encode = encoder.encode
+        if c_make_encoder is not None:
+            # The C encoder json.dumps builds on every call, built once (1.2 µs of 4 saved on
+            # a 317-byte policy). Without a markers dict a circular value raises
+            # RecursionError, as a too-deeply nested one does anyway; dumps_for names both.
+            self._chunks = c_make_encoder(
+                None, _refuse, encode_basestring, None, ":", ",", False, False, False
+            )
 
     def dumps(self, value: Any) -> bytes:
-        return self._encode(value).encode()
+        if self._chunks is None:
+            return self._encode(value).encode()
+        return "".join(self._chunks(value, 0)).encode()
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def dumps_for(serializer: Serializer, key: str, value: Any) -> bytes:
     """Serialise `value`, turning any failure into a SerializationError that names `key`."""
     try:
         return serializer.dumps(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(
             f"cannot cache {type(value).__name__} under {key!r}: {exc}"
         ) from exc
