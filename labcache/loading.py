@@ -82,7 +82,7 @@ class LevelStats(Counters):
         ).rename_axis("level")
 
 
-@dataclass
+@dataclass(slots=True)
 class Read:
     """One `get` past L1, with its settings validated."""
 

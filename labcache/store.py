@@ -158,8 +158,16 @@ class RedisStore:
 
     async def read(self, full: str) -> Found | None:
         """The record under `full`; None if there is none (a corrupt one is deleted: a miss)."""
-        data = cast("bytes | None", await self.call(self.redis.get(full)))
-        return None if data is None else await self.decode(full, data)
+        data = cast(
+            "bytes | None", await guarded(self.breaker, self.redis.get(full), self.op_timeout)
+        )
+        if data is None:
+            return None
+        try:  # parsed here, not in decode(): one coroutine less on every L2 hit
+            return self.parse(full, data)
+        except CorruptEntry as exc:
+            await self._drop_corrupt(full, exc)
+            return None
 
     async def read_sliding(self, full: str, *, ttl: float, grace: float) -> Found | None:
         """Like `read`, renewing a fresh record's expiry to now + `ttl` in the same trip."""
@@ -170,19 +178,27 @@ class RedisStore:
         return None if data is None else await self.decode(full, data)
 
     async def decode(self, full: str, data: bytes) -> Found | None:
+        """The record in `data`; None for a corrupt one, which is deleted (a miss)."""
         try:
-            record = entry.decode(data, full)
-            value = loads_for(self.serializer, full, record.payload)
+            return self.parse(full, data)
         except CorruptEntry as exc:
-            logger.warning("%s; treating it as a miss and deleting it", exc)
-            self.stats.errors += 1
-            self.events.report(ERROR, self.short(full), L2, None, str(exc))
-            try:
-                await self.call(self.redis.unlink(full))
-            except REDIS_FAILURES as failure:  # the next read finds it and tries again
-                logger.warning("could not delete %r: %s", full, failure)
+            await self._drop_corrupt(full, exc)
             return None
+
+    def parse(self, full: str, data: bytes) -> Found:
+        """The record in `data`, or CorruptEntry."""
+        record = entry.decode(data, full)
+        value = loads_for(self.serializer, full, record.payload)
         return Found(value, record.expires_at, record.load_time, len(data))
+
+    async def _drop_corrupt(self, full: str, exc: CorruptEntry) -> None:
+        logger.warning("%s; treating it as a miss and deleting it", exc)
+        self.stats.errors += 1
+        self.events.report(ERROR, self.short(full), L2, None, str(exc))
+        try:
+            await self.call(self.redis.unlink(full))
+        except REDIS_FAILURES as failure:  # the next read finds it and tries again
+            logger.warning("could not delete %r: %s", full, failure)
 
     # -- the write path -----------------------------------------------------------------------
 

@@ -36,21 +36,57 @@ Row = dict[str, Any]
 
 
 class WriteSink(BatchSink, Protocol):
-    """The database write-through and write-behind write to (the course's `InsuranceDB` is one).
+    """The database write-through and write-behind write to, by table and row id.
 
-    Write-through calls `update_policy`/`update_customer`, which commit and return the new row;
-    write-behind reads rows with `get_policy`/`get_customer`, checks changes before queueing
-    them (`validate_changes`, `updatable`), and its flusher applies them (`apply_writes`).
+    Write-through calls `update`, which commits and returns the new row. Write-behind checks
+    changes before queueing them (`validate_changes`: ValueError for a bad one; `updatable`:
+    the fields of a row it queues), reads the current row (`read`), applies the changes to it
+    in memory (`merge`: the row the database will hold once they are applied, which the cache
+    serves meanwhile; `merge_changes` does it for most rows), and its flusher applies the
+    queue (`apply_writes`). The course's `InsuranceDB` is one.
     """
 
-    async def get_policy(self, policy_id: str | int) -> Row | None: ...
-    async def get_customer(self, customer_id: str | int) -> Row | None: ...
-    async def update_policy(self, policy_id: str | int, **changes: Any) -> Row: ...
-    async def update_customer(self, customer_id: str | int, **changes: Any) -> Row: ...
+    async def read(self, table: str, row_id: str | int, /) -> Row | None: ...
+    async def update(self, table: str, row_id: str | int, /, **changes: Any) -> Row: ...
+    def merge(self, table: str, current: Row, changes: Mapping[str, Any], /) -> Row: ...
     def updatable(self, table: str) -> frozenset[str]: ...
     def validate_changes(
         self, table: str, changes: Mapping[str, Any], *, check_references: bool = True
     ) -> dict[str, Any]: ...
+
+
+def merge_changes(current: Row, changes: Mapping[str, Any]) -> Row:
+    """`current` with `changes` applied, for `WriteSink.merge`: nested mappings merge by field.
+
+    An int `version` goes up by one, as the database's will once the write is applied.
+    """
+    new = dict(current)
+    for name, value in changes.items():
+        old = new.get(name)
+        new[name] = (
+            {**old, **value} if isinstance(old, dict) and isinstance(value, Mapping) else value
+        )
+    if isinstance(new.get("version"), int):
+        new["version"] += 1
+    return new
+
+
+def _key_kinds(keys: Mapping[str, str] | None) -> dict[str, str]:
+    kinds = dict(keys or {})
+    for table, kind in kinds.items():
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"keys[{table!r}] must be a non-empty string, got {kind!r}")
+    return kinds
+
+
+def _row_key(keys: Mapping[str, str], table: str, row_id: str | int) -> str:
+    """The cache key of a row, `<kind>:<id>`, with the kind that `keys` gives its table."""
+    if table not in keys:
+        raise ValueError(
+            f"no cache key for table {table!r}: this writer's keys= maps "
+            f"{sorted(keys) or 'no table'}; add {table!r} (e.g. keys={{{table!r}: 'row'}})"
+        )
+    return f"{keys[table]}:{row_id}"
 
 
 # SET + tags + XADD as one step: no reader sees the new value without its write being queued.
@@ -95,21 +131,6 @@ async def _announce(cache: MultiLevelCache, full: str) -> None:
     await cache.announce([full])
 
 
-def _merged(current: Row, changes: Mapping[str, Any]) -> Row:
-    """`current` with `changes` applied; nested mappings (coverage, address) merge by field."""
-    new = dict(current)
-    for name, value in changes.items():
-        old = new.get(name)
-        new[name] = (
-            {**old, **value} if isinstance(old, dict) and isinstance(value, Mapping) else value
-        )
-    if "customer_id" in changes:
-        new.pop("holder", None)  # the holder's name is joined from the customer: reload it
-    if isinstance(new.get("version"), int):
-        new["version"] += 1  # what the database's version will be once the write is applied
-    return new
-
-
 # -- write-through ---------------------------------------------------------------------------
 
 
@@ -134,11 +155,22 @@ class WriteThrough:
     Writes to one key through one object are serialised, so the cache ends with the value of the
     last database write; across processes two writers can still interleave (DB A, DB B, cache B,
     cache A): give such keys a short TTL or invalidate instead of writing.
+
+    `keys` maps a table to its key kind: with `{"orders": "order"}`, `update("orders", 7, ...)`
+    caches the row under `order:7`. `write` needs no mapping.
     """
 
-    def __init__(self, cache: MultiLevelCache, db: WriteSink, *, ttl: float | None = None):
+    def __init__(
+        self,
+        cache: MultiLevelCache,
+        db: WriteSink,
+        *,
+        keys: Mapping[str, str] | None = None,
+        ttl: float | None = None,
+    ):
         self.cache = cache
         self.db = db
+        self.keys = _key_kinds(keys)
         self.ttl = None if ttl is None else positive_seconds(ttl)
         self.stats = ThroughStats()
         self._locks = _KeyLocks()
@@ -155,7 +187,7 @@ class WriteThrough:
         """Run `save` (the database write; it returns the new value), then cache that value.
 
         `tags` are the new entry's tags; `drop_tags` are related tags invalidated in the same call
-        (e.g. the customer's policy list after a policy changed hands).
+        (e.g. a cached list the written row has just left).
         """
         self.cache.key(key)  # a bad key fails before the database is touched
         ttl = self.ttl if ttl is None else positive_seconds(ttl)
@@ -176,37 +208,21 @@ class WriteThrough:
                 _error_event(self.cache, f"tag:{tag}", L2, f"dropping the tag failed: {exc!r}")
         return value
 
-    async def update_policy(
+    async def update(
         self,
-        policy_id: str | int,
+        table: str,
+        row_id: str | int,
+        /,
         *,
         ttl: float | None = None,
         tags: Iterable[str] = (),
         drop_tags: Iterable[str] = (),
         **changes: Any,
     ) -> Row:
-        """`WriteSink.update_policy`, then cache the row it returns under `policy:<id>`."""
+        """`WriteSink.update`, then cache the row it returns under the table's key (`keys`)."""
         return await self.write(
-            f"policy:{policy_id}",
-            lambda: self.db.update_policy(policy_id, **changes),
-            ttl=ttl,
-            tags=tags,
-            drop_tags=drop_tags,
-        )
-
-    async def update_customer(
-        self,
-        customer_id: str | int,
-        *,
-        ttl: float | None = None,
-        tags: Iterable[str] = (),
-        drop_tags: Iterable[str] = (),
-        **changes: Any,
-    ) -> Row:
-        """`WriteSink.update_customer`, then cache the row it returns under `customer:<id>`."""
-        return await self.write(
-            f"customer:{customer_id}",
-            lambda: self.db.update_customer(customer_id, **changes),
+            _row_key(self.keys, table, row_id),  # an unknown table fails before the database
+            lambda: self.db.update(table, row_id, **changes),
             ttl=ttl,
             tags=tags,
             drop_tags=drop_tags,
@@ -248,6 +264,8 @@ class WriteBehind:
     Redis. Run that Redis with AOF (`appendonly yes`) and keep cache TTLs far longer than the
     lag, with no evicting `maxmemory-policy`: a key that expires before its write is flushed
     is reloaded from the database, which still has the old value.
+
+    `keys` maps a table to its key kind, as for `WriteThrough`; `write` needs no mapping.
     """
 
     def __init__(
@@ -255,6 +273,7 @@ class WriteBehind:
         cache: MultiLevelCache,
         db: WriteSink,
         *,
+        keys: Mapping[str, str] | None = None,
         stream: str = "__writes__",
         group: str = "flushers",
         consumer: str | None = None,
@@ -270,6 +289,7 @@ class WriteBehind:
             )
         self.cache = cache
         self.db = db
+        self.keys = _key_kinds(keys)
         self.ttl = None if ttl is None else positive_seconds(ttl)
         self.stream = cache.namespace + stream
         self.version_key = f"{self.stream}:version"
@@ -325,38 +345,23 @@ class WriteBehind:
         await _announce(self.cache, full)
         return int(version)
 
-    async def update_policy(
-        self, policy_id: str | int, *, ttl: float | None = None, **changes: Any
+    async def update(
+        self, table: str, row_id: str | int, /, *, ttl: float | None = None, **changes: Any
     ) -> Row:
-        """Apply `changes` to the cached policy now; the database gets them at the next flush."""
-        return await self._update("policies", "policy", policy_id, self.db.get_policy, ttl, changes)
+        """Apply `changes` to the cached row now; the database gets them at the next flush.
 
-    async def update_customer(
-        self, customer_id: str | int, *, ttl: float | None = None, **changes: Any
-    ) -> Row:
-        """Apply `changes` to the cached customer now; the database gets them at the next flush."""
-        return await self._update(
-            "customers", "customer", customer_id, self.db.get_customer, ttl, changes
-        )
-
-    async def _update(
-        self,
-        table: str,
-        kind: str,
-        row_id: str | int,
-        load: Callable[[str | int], Awaitable[Row | None]],
-        ttl: float | None,
-        changes: Mapping[str, Any],
-    ) -> Row:
+        The current row comes from the cache (`WriteSink.read` on a miss), the new one from
+        `WriteSink.merge`; the queued entry carries its `updatable` fields. Returns the new row.
+        """
+        key = _row_key(self.keys, table, row_id)
         self.db.validate_changes(table, changes, check_references=False)
-        key = f"{kind}:{row_id}"
         async with self._locks(key):  # read-modify-write: one update of a key at a time here
             current = await self.cache.get(
-                key, lambda: load(row_id), ttl=self.ttl if ttl is None else ttl
+                key, lambda: self.db.read(table, row_id), ttl=self.ttl if ttl is None else ttl
             )
             if current is None:
-                raise KeyError(f"no {kind} with id {row_id!r}")
-            new = _merged(current, changes)
+                raise KeyError(f"no row with id {row_id!r} in {table}")
+            new = self.db.merge(table, current, changes)
             state = {name: new[name] for name in self.db.updatable(table) if name in new}
             await self.write(key, new, table=table, row_id=row_id, fields=state, ttl=ttl)
             return new

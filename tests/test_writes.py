@@ -27,6 +27,7 @@ from labcache.aside import REDIS_FAILURES, ValueTooLarge
 from labcache.embedded import RedisServer
 from labcache.events import CacheEvent
 from labcache.lab.data import InsuranceDB, Latency, SourceUnavailable
+from labcache.lab.writes import InsuranceWriteBehind, InsuranceWriteThrough
 from labcache.multilevel import Guard, MultiLevelCache, Stampede
 from labcache.ttl import Jitter
 from labcache.writes import Flusher, Lag, WriteBehind, WriteThrough
@@ -155,7 +156,7 @@ async def test_update_policy_refreshes_every_instance_and_drops_related_tags(
         await other.get(KEY, lambda: db.get_policy(PID))  # other instance: an L1 copy
         owner = (await db.get_policy(PID) or {})["customer_id"]
         await cache.set(f"customer:{owner}:policies", [PID], tags=[f"customer:{owner}"])
-        wt = WriteThrough(cache, db)
+        wt = InsuranceWriteThrough(cache, db)
         row = await wt.update_policy(PID, premium=999.0, drop_tags=[f"customer:{owner}"])
         await other.backplane.wait_received(2)  # the SET's and the tag's invalidations
         assert cache.key(KEY) not in other.l1
@@ -169,7 +170,7 @@ async def test_database_failure_leaves_the_cache_untouched(
 ) -> None:
     old = await cache.get(KEY, lambda: db.get_policy(PID))
     record = await redis.get(cache.key(KEY))
-    wt = WriteThrough(cache, db)
+    wt = InsuranceWriteThrough(cache, db)
     before = await command_counts(redis)
     with db.outage(), pytest.raises(SourceUnavailable):
         await wt.update_policy(PID, premium=1.0)
@@ -194,7 +195,7 @@ async def test_cache_write_refused_by_acl_invalidates_the_key_everywhere(
         await writer.get(KEY, fail)  # writer's L1: old row, from Redis
         events: list[CacheEvent] = []
         writer.events.subscribe(events.append)
-        wt = WriteThrough(writer, db)
+        wt = InsuranceWriteThrough(writer, db)
         row = await wt.update_policy(PID, premium=2222.0)
         assert premium(db_path) == 2222.0 == row["premium"]
         assert await admin.exists("wt:" + KEY) == 0  # dropped from Redis...
@@ -222,7 +223,7 @@ async def test_when_invalidation_fails_too_l1_is_dropped_and_the_window_is_repor
         await writer.get(KEY, fail)
         events: list[CacheEvent] = []
         writer.events.subscribe(events.append)
-        wt = WriteThrough(writer, db, ttl=60)
+        wt = InsuranceWriteThrough(writer, db, ttl=60)
         await wt.update_policy(PID, premium=3333.0)
         assert premium(db_path) == 3333.0
         assert "wt:" + KEY not in writer.l1  # evicted locally whatever Redis says
@@ -266,7 +267,7 @@ async def test_server_killed_between_commit_and_cache_write(
 async def test_write_behind_updates_the_cache_now_and_queues_one_entry(
     cache: MultiLevelCache, db: InsuranceDB, db_path: Path, redis: aioredis.Redis
 ) -> None:
-    wb = WriteBehind(cache, db)
+    wb = InsuranceWriteBehind(cache, db)
     old = await cache.get(KEY, lambda: db.get_policy(PID))
     await wb.update_policy("12346", premium=1.0)  # loads the script once
     db.reset_calls()
@@ -300,7 +301,7 @@ async def test_write_behind_writes_through_the_store_jitter_and_size_limit(
         stampede=Stampede(jitter=Jitter(0.5, random.Random(7))),
         guard=Guard(max_value_bytes=2_000),
     )
-    wb = WriteBehind(cache, db, ttl=100)
+    wb = InsuranceWriteBehind(cache, db, ttl=100)
     pids = db.policy_ids()[:20]
     for pid in pids:
         await wb.update_policy(pid, premium=10.0)
@@ -318,7 +319,7 @@ async def test_write_behind_writes_through_the_store_jitter_and_size_limit(
 async def test_write_behind_rejects_bad_writes_before_queueing(
     cache: MultiLevelCache, db: InsuranceDB, redis: aioredis.Redis
 ) -> None:
-    wb = WriteBehind(cache, db)
+    wb = InsuranceWriteBehind(cache, db)
     with pytest.raises(ValueError, match="premium must be float"):
         await wb.update_policy(PID, premium="cheap")
     with pytest.raises(ValueError, match="colour"):
@@ -339,7 +340,7 @@ async def test_write_behind_fails_loudly_when_redis_is_down(
 ) -> None:
     client = aioredis.from_url(fresh_server.url)
     cache = MultiLevelCache(client, namespace="wb:", backplane=False)
-    wb = WriteBehind(cache, db)
+    wb = InsuranceWriteBehind(cache, db)
     old = await cache.get(KEY, lambda: db.get_policy(PID))
     fresh_server.kill()
     with pytest.raises(REDIS_FAILURES):

@@ -10,7 +10,8 @@
 - `local_cluster`: a real Redis Cluster on this machine (`cluster_nodes` reads its nodes);
   `failover`: the drill that kills a primary mid-workload.
 - `expiry_drill`: readers arriving around an expiry on a hand-moved clock (notebook 06).
-- `flush`: the write-behind flusher as its own process, on the course's database.
+- `writes`: write-through and write-behind with the course's verbs (`update_policy`,
+  `update_customer`) and keys; `flush`: the write-behind flusher as its own process.
 - `student`: each student's own key prefix on a shared Redis, and the ACL rules that fence it.
 - `exercises`: the `@exercise` stub marker; `LABCACHE_SOLUTIONS=1` swaps in `solutions/`;
   `checks/` holds what the self-check cells need.

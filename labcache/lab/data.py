@@ -35,6 +35,7 @@ from labcache.lab.generator import (
     write_csvs,
 )
 from labcache.lab.schema import NESTED, SCHEMA, SQL_TYPES, UPDATABLE, Row
+from labcache.writes import merge_changes
 
 __all__ = [
     "AGENT_IDS",
@@ -251,6 +252,32 @@ class InsuranceDB:
         """Change a customer, bump its version, return the new row (KeyError if unknown)."""
         await self._call("update_customer", self.latency.write)
         return self._update("customers", str(customer_id), changes)
+
+    # -- `labcache.writes.WriteSink`: the same reads and writes by table, for write patterns --
+    async def read(self, table: str, row_id: str | int, /) -> Row | None:
+        """`get_policy`, `get_customer` or `get_agent_stats`, by table (counted as those)."""
+        readers = {"policies": self.get_policy, "customers": self.get_customer,
+                   "agents": self.get_agent_stats}  # fmt: skip
+        if table not in readers:
+            raise ValueError(f"cannot read {table!r}; tables: {sorted(readers)}")
+        return await readers[table](str(row_id))
+
+    async def update(self, table: str, row_id: str | int, /, **changes: Any) -> Row:
+        """`update_policy` or `update_customer`, by table (counted as those)."""
+        self.updatable(table)  # ValueError for a table no update may change
+        writer = self.update_policy if table == "policies" else self.update_customer
+        return await writer(row_id, **changes)
+
+    def merge(self, table: str, current: Row, changes: Mapping[str, Any], /) -> Row:
+        """The row once `changes` are applied (`merge_changes`), for write-behind's cache.
+
+        A policy's `holder` is joined from its customer: a new `customer_id` drops it, so the
+        row is not cached with the old holder's name (the next load joins the new one).
+        """
+        new = merge_changes(current, changes)
+        if table == "policies" and "customer_id" in changes:
+            new.pop("holder", None)
+        return new
 
     async def apply_writes(
         self, writes: Sequence[tuple[str, str, Mapping[str, Any], int]]

@@ -8,10 +8,10 @@ import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
 from labcache.lab.data import Row
-from labcache.writes import WriteThrough
+from labcache.lab.writes import InsuranceWriteThrough
 
 
-async def rename_customer(wt: WriteThrough, cid: str, new_name: str) -> Row:
+async def rename_customer(wt: InsuranceWriteThrough, cid: str, new_name: str) -> Row:
     """Rename a customer in one write-through call that also drops their cached policies."""
     # The database first, then the new customer row into the cache (L1, Redis, other L1s).
     # A cached policy carries the holder's name, so every policy tagged with this customer is
