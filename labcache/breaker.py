@@ -30,9 +30,7 @@ from labcache.errors import LabcacheError
 from labcache.stats import Counters
 from labcache.validate import seconds, whole
 
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as _timeout
-else:  # redis-py depends on async-timeout below 3.11.3
+if sys.version_info < (3, 11):  # redis-py depends on async-timeout below 3.11.3
     from async_timeout import timeout as _timeout  # type: ignore[import-not-found,unused-ignore]
 
 logger = logging.getLogger(__name__)
@@ -183,11 +181,7 @@ class CircuitBreaker:
                 awaitable.close()
             raise CircuitOpen(self._why_open())
         try:
-            if timeout is None:
-                result = await awaitable
-            else:
-                async with _timeout(timeout):
-                    result = await awaitable
+            result = await (awaitable if timeout is None else within(awaitable, timeout))
         except (TimeoutError, asyncio.TimeoutError) as exc:
             if timeout is None:  # not ours: a timeout raised by the call itself
                 self.failure(exc)
@@ -262,7 +256,52 @@ async def guarded(
     if timeout is None:
         return await awaitable
     try:
-        async with _timeout(timeout):
-            return await awaitable
+        return await within(awaitable, timeout)
     except (TimeoutError, asyncio.TimeoutError):
         raise OperationTimeout(f"Redis did not answer within {timeout:g}s (op_timeout)") from None
+
+
+class _Expiry:
+    """The timer's callback: cancels the task, remembering that it did."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+async def within(awaitable: Awaitable[T], timeout: float) -> T:
+    """`await awaitable`, abandoned with TimeoutError after `timeout` seconds.
+
+    asyncio.timeout's rules (a cancellation from elsewhere stays a cancellation) with one timer
+    and no context manager: on a cache-aside hit asyncio.timeout took 4.5 of 7.6 µs of Python.
+    """
+    if sys.version_info < (3, 11):
+        async with _timeout(timeout):
+            return await awaitable
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None, "within() runs inside a task"
+    expiry = _Expiry(task)
+    cancelling = task.cancelling()
+    timer = loop.call_at(loop.time() + timeout, expiry)
+    try:
+        result = await awaitable
+    except asyncio.CancelledError:
+        if expiry.fired and task.uncancel() <= cancelling:
+            raise TimeoutError from None  # ours: the deadline passed
+        raise
+    except BaseException:
+        if expiry.fired:
+            task.uncancel()  # the call turned our cancellation into an error: balance it
+        raise
+    finally:
+        timer.cancel()
+    if expiry.fired:
+        task.uncancel()  # the call swallowed our cancellation: balance it, as asyncio does
+    return result

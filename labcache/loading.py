@@ -153,7 +153,7 @@ class Loads:
 
     def draw(self, stampede: Stampede, full: str, expires_at: float, load_time: float) -> bool:
         """XFetch (the paper's rule): does this read's draw start the key's background refresh?"""
-        if stampede.beta <= 0 or load_time <= 0 or self.refreshes.pending(full) is not None:
+        if not stampede.early_refresh or load_time <= 0 or self.refreshes.pending(full) is not None:
             return False
         return self.clock() >= stampede.xfetch.refresh_at(expires_at, load_time)
 

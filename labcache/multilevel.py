@@ -179,7 +179,8 @@ class MultiLevelCache:
                 self.loads.refresh_early(read, found.expires_at, found.load_time)
             self.loads.keep(read, found, now)
             self.stats.l2_hits += 1
-            self.events.report(HIT, key, L2, start)
+            if listening:
+                self.events.report(HIT, key, L2, start)
             return found.value  # type: ignore[no-any-return]
         if now < found.expires_at + read.staleness.grace:
             return await self.loads.serve_stale(read, found)  # type: ignore[no-any-return]
@@ -244,15 +245,8 @@ class MultiLevelCache:
         """Replace L1 with an empty one of another size (a notebook knob)."""
         self.l1 = self.loads.memory = self.sync.memory = self.l1.resized(maxsize, maxbytes)
 
-    def fill_l1(
-        self,
-        key: str,
-        value: Any,
-        *,
-        expires_at: float,
-        memory_ttl: float | None = None,
-        size: int = 0,
-    ) -> None:
+    def fill_l1(self, key: str, value: Any, *, expires_at: float, memory_ttl: float | None = None,
+                size: int = 0) -> None:  # fmt: skip
         """Keep a copy of a value written to Redis; it expires by `expires_at` (the cache clock)."""
         _, memory_ttl = self._ttls(None, memory_ttl)
         sliding_ttl = self.default_ttl if self.staleness.sliding else None
@@ -286,8 +280,11 @@ class MultiLevelCache:
         """A read's settings, validated: its TTLs, its policies and its tags."""
         validate_key(key)
         ttl, memory_ttl = self._ttls(ttl, memory_ttl)
-        stampede = policy(stampede, Stampede, "stampede", default=self.stampede)
-        staleness = policy(staleness, Staleness, "staleness", default=self.staleness)
+        if stampede is not None or staleness is not None:  # a read's own policies, checked
+            stampede = policy(stampede, Stampede, "stampede", default=self.stampede)
+            staleness = policy(staleness, Staleness, "staleness", default=self.staleness)
+        else:
+            stampede, staleness = self.stampede, self.staleness
         tags = tuple(tags)
         if staleness.sliding and tags:
             raise ValueError("sliding expiration cannot be combined with tags: a tag set would "

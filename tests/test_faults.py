@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ from labcache.breaker import (
     CircuitBreaker,
     CircuitOpen,
     OperationTimeout,
+    within,
 )
 from labcache.connection import connect
 from labcache.embedded import RedisServer
@@ -182,6 +184,32 @@ async def test_timeout_is_a_failure_named_after_the_option() -> None:
     with pytest.raises(OperationTimeout, match=r"within 0.01s \(op_timeout\)"):
         await breaker.call(asyncio.Event().wait(), timeout=0.01)
     assert breaker.state == OPEN and breaker.stats.timeouts == 1
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is new in 3.11")
+async def test_within_times_out_and_leaves_the_task_as_it_found_it() -> None:
+    with pytest.raises(TimeoutError):
+        await within(asyncio.Event().wait(), 0.01)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # our cancel request was taken back
+    assert await within(asyncio.sleep(0, "done"), 5.0) == "done"
+
+
+async def test_within_lets_a_cancellation_from_elsewhere_through() -> None:
+    inside = asyncio.Event()
+
+    async def call() -> None:
+        inside.set()
+        await asyncio.Event().wait()
+
+    async def guarded_call() -> None:
+        await within(call(), 60.0)
+
+    task = asyncio.create_task(guarded_call())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # a CancelledError, not a TimeoutError: the deadline never passed
 
 
 @pytest.mark.parametrize(

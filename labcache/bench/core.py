@@ -202,14 +202,15 @@ async def interleave(
     samples: dict[str, list[float]] = {c.name: [] for c in contenders}
     n = len(contenders)
     gc.collect()
+    # Contenders alternate batch by batch (A B C, B C A, ...), not block by block: a slow
+    # second of a shared machine then lands on every contender alike, not on one of them.
     for r in range(rounds):
-        for i in range(n):
-            c = contenders[(r + i) % n]
-            out = samples[c.name]
-            for _ in range(blocks):
+        for b in range(blocks):
+            for i in range(n):
+                c = contenders[(r + b + i) % n]
                 t0 = time.perf_counter()
                 await c.batch(batch)
-                out.append((time.perf_counter() - t0) / batch)
+                samples[c.name].append((time.perf_counter() - t0) / batch)
         await asyncio.sleep(0)
     return samples
 
