@@ -1,12 +1,16 @@
 """labcache: advanced caching patterns with Redis, in Python.
 
 The pieces, one module per concept: `connection` (which Redis), `aside` (cache-aside),
-`multilevel` (memory + Redis), `backplane` and `tracking` (keeping every L1 coherent),
-`warming`, `invalidation`, `generations`, `stampede`, `ttl`, `writes` and `flusher`, `monitor`,
-`breaker` (Redis down or slow), `cluster` (Redis Cluster), `validate` (option values),
-`errors` (`LabcacheError`, the base of them all). They need only redis-py, cachetools and
-python-dotenv. The course around them — the insurance database, workloads, widgets, a local
-cluster, the lab's rules and warm plans, exercises — is `labcache.lab`.
+`multilevel` (memory + Redis), composed of `memory` (L1), `store` (L2: every Redis read and
+write), `loading` (misses, refreshes, fallbacks) and `sync` (keeping every L1 coherent through
+`backplane` or `tracking`, both on `listener`), with the options that carry behaviour in
+`policies` (`Stampede`, `Staleness`, `Guard`); `warming`, `invalidation`, `generations`,
+`stampede` and `lock`, `ttl`, `writes` and `flusher`, `monitor` with `latency` and `advice`,
+`breaker` (Redis down or slow), `cluster` (Redis Cluster), `stats` (one shape for every stats
+object), `validate` (option values), `errors` (`LabcacheError`, the base of them all). They
+need only redis-py, cachetools and python-dotenv. The course around them — the insurance
+database, workloads, widgets, a local cluster, the lab's rules and warm plans, exercises — is
+`labcache.lab`.
 """
 
 import logging

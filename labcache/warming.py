@@ -59,8 +59,7 @@ class WarmPlan:
 
 def top_keys(access_log: Iterable[str], n: int) -> list[str]:
     """The `n` most requested keys of a log, most requested first (ties: first seen first)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a whole number >= 0, not {n!r}")
+    whole(n, "n", minimum=0)
     if isinstance(access_log, str):
         raise TypeError("access_log must be an iterable of keys, not one string")
     return [key for key, _ in Counter(access_log).most_common(n)]
