@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
 import re
 import sys
@@ -222,3 +223,13 @@ def test_sanitize_file_hides_what_varies(first: str, second: str) -> None:
 )
 def test_sanitize_file_keeps_what_must_not_change(stable: str) -> None:
     assert _sanitize(stable) == stable
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_stored_notebooks_are_small_and_keep_nothing_volatile(path: Path) -> None:
+    """`make notebooks` stores outputs only: no widget state (the plotly.js bundle), no timings."""
+    nb = json.loads(path.read_text())
+    assert "widgets" not in nb["metadata"], "saved widget state: run make notebooks"
+    timed = [i for i, cell in enumerate(nb["cells"]) if "execution" in cell.get("metadata", {})]
+    assert not timed, f"cells {timed} keep execution timestamps: run make notebooks"
+    assert path.stat().st_size <= 1_000_000, f"{path.stat().st_size:,} bytes"
