@@ -199,7 +199,8 @@ def _sanitize(text: str) -> str:
     ("first", "second"),
     [
         (
-            "labcache: using Redis at unix:///work/main/.labcache/redis-ab12/redis.sock?db=0 "
+            "labcache: using Redis at unix:///home/ana/labcache/.labcache/redis-ab12/redis.sock"
+            "?db=0 "
             "(embedded redis-server 7.0.15)",
             "labcache: using Redis at redis://127.0.0.1:40411/0 (REDIS_URL / .env)",
         ),
