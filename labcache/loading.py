@@ -149,7 +149,9 @@ class Loads:
         stampede: Stampede, expires_at: float, load_time: float
     ) -> tuple[float, float, Any] | None:
         """What an L1 copy keeps so that L1 hits draw too (None: early refresh is off)."""
-        return (expires_at, load_time, stampede) if stampede.beta > 0 and load_time > 0 else None
+        return (
+            (expires_at, load_time, stampede) if stampede.early_refresh and load_time > 0 else None
+        )
 
     def draw(self, stampede: Stampede, full: str, expires_at: float, load_time: float) -> bool:
         """XFetch (the paper's rule): does this read's draw start the key's background refresh?"""

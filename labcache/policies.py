@@ -58,11 +58,6 @@ class Stampede:
         if self.jitter is not None and not isinstance(self.jitter, Jitter):
             raise TypeError(f"jitter must be a labcache.ttl.Jitter, not {self.jitter!r}")
 
-    @property
-    def beta(self) -> float:
-        """The XFetch beta; 0 when early refresh is off."""
-        return self.early_refresh or 0.0
-
     def ttl(self, ttl: float) -> float:
         """The TTL to write: `ttl`, jittered if this policy jitters."""
         return ttl if self.jitter is None else self.jitter(ttl)
