@@ -7,7 +7,8 @@
 #                that interpreter's own; CI runs it with the oldest and newest supported Pythons
 #   make lint    ruff check, ruff format --check, mypy
 #   make format  ruff format + ruff check --fix
-#   make notebooks  re-execute every notebook and store it with its outputs (as nbval runs it),
+#   make notebooks  re-execute every notebook and store it with its outputs (as nbval runs it)
+#                and a PNG of every figure (kaleido: needs Chromium, apt-get install chromium),
 #                without widget state or timestamps
 #   make bench   the full benchmark (BENCH_ARGS=... for options)
 #   make data    regenerate data/ with the seeded generator

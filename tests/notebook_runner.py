@@ -2,7 +2,8 @@
 
 `python -m tests.notebook_runner NB...` re-executes notebooks and stores them in place (what
 `make notebooks` does): against a redis-server of its own, as the suite's student user (ACL
-fenced to `lab10:nbval:`), exactly as nbval then re-runs them. `--out DIR` writes the executed
+fenced to `lab10:nbval:`), exactly as nbval then re-runs them, and with a PNG copy of every
+figure (tests/static_figures.py). `--out DIR` writes the executed
 copies to DIR instead; `--solutions` runs them with `LABCACHE_SOLUTIONS=1`; `--env` takes
 `REDIS_URL` and `LABCACHE_STUDENT` from the environment (the classroom rehearsal in
 `tests/test_classroom.py`).
@@ -19,6 +20,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
@@ -27,13 +29,23 @@ from nbclient import NotebookClient
 
 from labcache.embedded import RedisServer, free_port
 from labcache.lab.student import student_url
+from tests.static_figures import add_pngs, snapshot_widgets
 
 NBVAL_STUDENT = "nbval"
 NBVAL_PASSWORD = "nbval-Student-pw"  # tests/test_security.py checks no notebook stores it
 
 
-def execute(nb: nbformat.NotebookNode, folder: Path, timeout: int = 300) -> None:
-    """Run every cell of `nb` in a new kernel whose working folder is `folder`."""
+def execute(
+    nb: nbformat.NotebookNode,
+    folder: Path,
+    timeout: int = 300,
+    widgets: dict[str, Any] | None = None,
+) -> None:
+    """Run every cell of `nb` in a new kernel whose working folder is `folder`.
+
+    Given a `widgets` dict, the figure inside each live widget is copied into it after every
+    cell (by model id), so it holds each figure as it stood at the end of the run.
+    """
     runtime = Path(jupyter_runtime_dir())
     runtime.mkdir(parents=True, exist_ok=True)
     # An absolute socket path: the kernel runs in `folder`, the runner wherever it was started.
@@ -42,6 +54,12 @@ def execute(nb: nbformat.NotebookNode, folder: Path, timeout: int = 300) -> None
     client = NotebookClient(
         nb, km=kernel, timeout=timeout, resources={"metadata": {"path": str(folder)}}
     )
+    if widgets is not None:
+
+        async def snapshot(cell_index: int, **_: Any) -> None:
+            widgets.update(await snapshot_widgets(client, nb.cells[: cell_index + 1]))
+
+        client.on_cell_executed = snapshot
     # A client given a kernel manager leaves the kernel running unless told to clean up: then
     # it shuts the kernel down and removes its connection file and sockets.
     client.execute(cleanup_kc=True)
@@ -65,14 +83,19 @@ def run(notebooks: list[Path], out: Path | None) -> int:
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
+        widgets: dict[str, Any] = {}
         try:
-            execute(nb, path.parent)
+            execute(nb, path.parent, widgets=widgets if out is None else None)
         finally:
             if out is not None:
                 nbformat.write(nb, out / path.name)
+        ran = time.perf_counter() - start
         if out is None:
+            pngs = add_pngs(nb, widgets)
             nbformat.write(stored(nb), path)
-        print(path.name, f"{time.perf_counter() - start:.1f}", flush=True)
+            print(path.name, f"{ran:.1f}", f"({pngs} figures stored as PNG too)", flush=True)
+        else:
+            print(path.name, f"{ran:.1f}", flush=True)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +44,29 @@ def show(obj: Any) -> Any:
     from IPython.display import Code
 
     return Code(inspect.getsource(obj), language="python")  # type: ignore[no-untyped-call]
+
+
+def widget_figures(model_ids: list[str]) -> str:
+    """The plotly figure inside each live widget, as JSON by the widget's model id.
+
+    A live figure reaches the browser as a stream of update messages, not as saved widget
+    state, so the kernel holds its only complete copy. `make notebooks` asks for it after every
+    cell and stores a PNG of the last copy beside the widget, for viewers that cannot run it.
+    """
+    import plotly.io as pio
+    from ipywidgets.widgets.widget import _instances  # every open widget, by model id
+    from plotly.basewidget import BaseFigureWidget
+
+    found: dict[str, Any] = {}
+    for model_id in model_ids:
+        todo = [_instances.get(model_id)]
+        while todo:
+            widget = todo.pop(0)
+            if isinstance(widget, BaseFigureWidget):
+                found[model_id] = json.loads(pio.to_json(widget, validate=False))
+                break
+            todo.extend(getattr(widget, "children", ()))
+    return json.dumps(found)
 
 
 def on_change(controls: Any, callback: Callable[[], Awaitable[None]]) -> Callable[[], None]:
