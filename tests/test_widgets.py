@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from labcache.lab.data import InsuranceDB, Latency
+from labcache.lab.display import style
 from labcache.lab.widgets import Dashboard, dashboard
 from labcache.lab.workload import VirtualClock, Workload
 from labcache.monitor import CacheMonitor
@@ -138,3 +139,18 @@ async def test_a_bounded_run_stops_its_refresh_task_by_itself(
     assert not wl.running and len(wl.records) == 40
     assert asyncio.all_tasks() - before == set()
     assert "idle" in dash.status.value and "40 requests issued" in dash.status.value
+
+
+def test_a_live_figure_widens_once_the_page_has_a_view_of_it() -> None:
+    """style() leaves autosize off until the front end counts a view, then turns it on once:
+    plotly.js then measures the cell instead of drawing 700 px wide (display._fill_width)."""
+    fig = style(go.FigureWidget(), "title", "x (s)", "y (ms)")
+    assert fig.layout.autosize is False
+    style(fig, "again", "x (s)", "y (ms)")  # styling twice does not add a second observer
+    fig._view_count = 1  # what JupyterLab's widget manager sends when it creates the view
+    assert fig.layout.autosize is True
+    fig.layout.autosize = False
+    fig._view_count = 2  # a second view (another tab) does not toggle it again
+    assert fig.layout.autosize is False
+    assert go.Figure().layout.autosize is None  # a static figure is left as plotly draws it
+    assert style(go.Figure(), "t", "x (s)", "y (ms)").layout.autosize is None

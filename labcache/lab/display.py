@@ -36,7 +36,30 @@ def style(fig: Any, title: str, x: str, y: str, **layout: Any) -> Any:
         legend={"orientation": "h", "y": -0.2},
         **layout,
     )
+    if hasattr(fig, "_view_count"):  # a live FigureWidget
+        _fill_width(fig)
     return fig
+
+
+def _fill_width(fig: Any) -> None:
+    """Let a live figure take the cell's width, as a static one does, instead of 700 px.
+
+    plotly's FigureWidget draws its view before the page attaches it, so plotly.js finds no
+    container to measure and falls back to 700 px, and the widget never measures again. The
+    front end counts the views it creates (`_view_count`): once one exists, turning autosize on
+    makes plotly.js measure the cell it sits in (checked in JupyterLab 4.6: 700 px -> 968 px).
+    """
+    if getattr(fig, "_labcache_fill_width", False):
+        return
+    fig._labcache_fill_width = True
+    fig.layout.autosize = False
+
+    def widen(change: Any) -> None:
+        if change["new"]:
+            fig.unobserve(widen, names="_view_count")
+            fig.layout.autosize = True
+
+    fig.observe(widen, names="_view_count")
 
 
 def show(obj: Any) -> Any:
