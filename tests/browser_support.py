@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from labcache.embedded import free_port
 
 CHROMIUM_ARGS = [
@@ -59,6 +61,18 @@ def find_chromium() -> str | None:
     wanted = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
     found = shutil.which(wanted)
     return found if found and os.path.isfile(found) else None
+
+
+CHROMIUM = find_chromium()
+# The marks of a test that drives Chromium: `-m browser` selects it, and it skips without one.
+NEEDS_CHROMIUM = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason=f"no Chromium at {os.environ.get('CHROMIUM') or '/usr/bin/chromium'}: install "
+        "Debian's (apt-get install chromium) or point $CHROMIUM at one",
+    ),
+]
 
 
 class JupyterLab:

@@ -5,10 +5,11 @@ live widget: only PNG/SVG. So when `make notebooks` stores a run, each output th
 plotly figure (`application/vnd.plotly.v1+json`) or a live widget with a figure inside also gets
 an `image/png` of it, in the same output: JupyterLab keeps showing the interactive version, the
 others show the picture. A live widget's figure is taken from the kernel after every cell
-(`labcache.lab.display.widget_figures`), so its PNG shows the figure as it stood at the end of
-the run. Pictures come from kaleido, which drives the machine's Chromium (Debian's `chromium`);
-plotly.js comes from the plotly package and MathJax is off, so nothing is downloaded; Pillow
-then stores each picture in 128 colours.
+(`labcache.lab.display.widget_snapshots`), so its PNG shows the figure as it stood at the end of
+the run; a widget without a figure (a progress bar) keeps its last text instead. Pictures come
+from kaleido, which drives the machine's Chromium (Debian's `chromium`); plotly.js comes from
+the plotly package and MathJax is off, so nothing is downloaded; Pillow then stores each
+picture in 128 colours.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +28,7 @@ import nbformat
 PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 PNG = "image/png"
+PROGRESS = re.compile(r"\d+%\|.*\|")
 WIDTH, HEIGHT = 900, 450  # when the figure does not set its own size; about a cell's width
 
 
@@ -51,14 +54,16 @@ async def snapshot_widgets(client: Any, cells: list[nbformat.NotebookNode]) -> d
     ids = widget_ids(cells)
     if not ids:
         return {}
-    expression = f"__import__('labcache.lab.display').lab.display.widget_figures({ids!r})"
+    expression = f"__import__('labcache.lab.display').lab.display.widget_snapshots({ids!r})"
     msg_id = client.kc.execute(
         "", silent=True, store_history=False, user_expressions={"figures": expression}
     )
     reply = await client.async_wait_for_reply(msg_id)
     result = reply["content"]["user_expressions"]["figures"]
     if result["status"] != "ok":
-        raise RuntimeError(f"widget_figures failed: {result.get('ename')}: {result.get('evalue')}")
+        raise RuntimeError(
+            f"widget_snapshots failed: {result.get('ename')}: {result.get('evalue')}"
+        )
     found: dict[str, Any] = json.loads(ast.literal_eval(result["data"]["text/plain"]))
     return found
 
@@ -68,11 +73,26 @@ def figures(nb: nbformat.NotebookNode, widgets: dict[str, Any]) -> list[tuple[di
     found = []
     for output in _outputs(nb):
         data = output["data"]
+        snapshot = widgets.get(data[WIDGET]["model_id"], {}) if WIDGET in data else {}
         if PLOTLY in data:
             found.append((output, data[PLOTLY]))
-        elif WIDGET in data and data[WIDGET]["model_id"] in widgets:
-            found.append((output, widgets[data[WIDGET]["model_id"]]))
+        elif "figure" in snapshot:
+            found.append((output, snapshot["figure"]))
+        elif "text" in snapshot:  # a progress bar: its last text, not the 0 % it was shown at
+            output["data"]["text/plain"] = snapshot["text"]
     return found
+
+
+def is_progress_bar(output: dict[str, Any]) -> bool:
+    """A widget view that is a tqdm bar ("warming: 100%|...| 1000/1000"), not a figure."""
+    text = "".join(output.get("data", {}).get("text/plain", ""))
+    return WIDGET in output.get("data", {}) and bool(PROGRESS.search(text))
+
+
+def shows_a_figure(output: dict[str, Any]) -> bool:
+    """A plotly figure, or a live widget that is not a progress bar (it holds a figure)."""
+    data = output.get("data", {})
+    return PLOTLY in data or (WIDGET in data and not is_progress_bar(output))
 
 
 def add_pngs(nb: nbformat.NotebookNode, widgets: dict[str, Any]) -> int:

@@ -32,6 +32,7 @@ import pytest
 
 from tests.browser_support import (
     CELL_SECONDS,
+    CHROMIUM,
     CHROMIUM_ARGS,
     FIGURE_POINTS,
     FIGURE_SIGNATURES,
@@ -39,13 +40,13 @@ from tests.browser_support import (
     FIND_PANEL,
     KERNEL_ACTIVITY,
     LAYOUT_SIGNATURES,
+    NEEDS_CHROMIUM,
     NOTEBOOK_STATE,
     RECORD_KERNEL,
     RECORD_STATUSES,
     RENDER_SETTLED,
     RENDERED,
     JupyterLab,
-    find_chromium,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,15 +65,7 @@ MIN_PLOT = (300, 200)  # px: a figure smaller than this is unreadable
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
 PlaywrightTimeout = sync_api.TimeoutError
-CHROMIUM = find_chromium()
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason=f"no Chromium at {os.environ.get('CHROMIUM') or '/usr/bin/chromium'}: install "
-        "Debian's (apt-get install chromium) or point $CHROMIUM at one",
-    ),
-]
+pytestmark = NEEDS_CHROMIUM
 
 # A widget's text repr instead of its view means the widget front end is missing.
 WIDGET_REPR = re.compile(

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from labcache.lab.data import InsuranceDB, Latency
-from labcache.lab.display import style
+from labcache.lab.display import knob, live, style
 from labcache.lab.widgets import Dashboard, dashboard
 from labcache.lab.workload import VirtualClock, Workload
 from labcache.monitor import CacheMonitor
@@ -154,3 +154,49 @@ def test_a_live_figure_widens_once_the_page_has_a_view_of_it() -> None:
     assert fig.layout.autosize is False
     assert go.Figure().layout.autosize is None  # a static figure is left as plotly draws it
     assert style(go.Figure(), "t", "x (s)", "y (ms)").layout.autosize is None
+
+
+def test_knob_picks_the_slider_kind_and_reports_only_on_release() -> None:
+    whole = knob("TTL (s)", 10, 1, 60)
+    assert isinstance(whole, widgets.IntSlider) and whole.continuous_update is False
+    assert (whole.value, whole.min, whole.max, whole.step) == (10, 1, 60, 1)
+    part = knob("XFetch β", 0.0, 0.0, 4.0, 0.5)
+    assert isinstance(part, widgets.FloatSlider) and part.step == 0.5
+    assert whole.style.description_width == "initial"  # the whole label shows
+    narrow = knob("rate", 5, 5, 500, 5, style={"description_width": "80px"})
+    assert narrow.style.description_width == "80px"
+
+
+async def test_live_draws_once_then_after_each_change_until_stopped() -> None:
+    ttl = knob("TTL (s)", 10, 1, 60)
+    shown = widgets.HTML()
+    runs: list[int] = []
+
+    async def rerun() -> None:
+        runs.append(ttl.value)
+        shown.value = f"TTL {ttl.value}"
+
+    box = await live([ttl], shown, rerun=rerun)
+    assert runs == [10] and box.children[0].children == (ttl,) and box.children[1] is shown
+    ttl.value = 20
+    await until(lambda: runs == [10, 20])
+    box.stop()
+    ttl.value = 30
+    for _ in range(3):  # a run, had one been scheduled, would have started by now
+        await asyncio.sleep(0)
+    assert runs == [10, 20] and shown.value == "TTL 20"
+
+
+async def test_live_can_show_the_widget_before_its_first_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown_before: list[str] = []
+
+    async def rerun() -> None:
+        shown_before.append(capsys.readouterr().out)
+
+    box = await live([knob("retries", 1, 0, 3)], rerun=rerun, show_first=True)
+    assert shown_before and "VBox(children=(HBox(children=(IntSlider(" in shown_before[0]
+    box.stop()
+    assert await live([knob("retries", 1, 0, 3)], rerun=rerun) is not None
+    assert "VBox" not in shown_before[-1]  # without show_first, nothing is shown by live

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -69,12 +69,13 @@ def show(obj: Any) -> Any:
     return Code(inspect.getsource(obj), language="python")  # type: ignore[no-untyped-call]
 
 
-def widget_figures(model_ids: list[str]) -> str:
-    """The plotly figure inside each live widget, as JSON by the widget's model id.
+def widget_snapshots(model_ids: list[str]) -> str:
+    """What each live widget shows now, as JSON by model id: its plotly figure, else its text.
 
     A live figure reaches the browser as a stream of update messages, not as saved widget
     state, so the kernel holds its only complete copy. `make notebooks` asks for it after every
-    cell and stores a PNG of the last copy beside the widget, for viewers that cannot run it.
+    cell and stores a PNG of the last copy beside the widget, for viewers that cannot run it. A
+    widget without a figure (a progress bar) gives its text (`repr`), which those viewers show.
     """
     import plotly.io as pio
     from ipywidgets.widgets.widget import _instances  # every open widget, by model id
@@ -82,14 +83,67 @@ def widget_figures(model_ids: list[str]) -> str:
 
     found: dict[str, Any] = {}
     for model_id in model_ids:
-        todo = [_instances.get(model_id)]
+        if model_id not in _instances:
+            continue  # closed: the last snapshot stands
+        todo = [_instances[model_id]]
+        found[model_id] = {"text": repr(todo[0])}
         while todo:
             widget = todo.pop(0)
             if isinstance(widget, BaseFigureWidget):
-                found[model_id] = json.loads(pio.to_json(widget, validate=False))
+                found[model_id] = {"figure": json.loads(pio.to_json(widget, validate=False))}
                 break
             todo.extend(getattr(widget, "children", ()))
     return json.dumps(found)
+
+
+def knob(
+    description: str, value: float, lo: float, hi: float, step: float = 1, **options: Any
+) -> Any:
+    """A slider for a "Try it" cell: it reports once, when released, and shows its whole label.
+
+    Whole numbers give an `IntSlider`, others a `FloatSlider`; `options` go to the slider (a
+    `readout_format`, a `layout`, a narrower `style`).
+    """
+    import ipywidgets as widgets
+
+    whole = all(float(v).is_integer() for v in (value, lo, hi, step))
+    kind = widgets.IntSlider if whole else widgets.FloatSlider
+    options.setdefault("style", {"description_width": "initial"})
+    return kind(
+        value=value,
+        min=lo,
+        max=hi,
+        step=step,
+        description=description,
+        continuous_update=False,
+        **options,
+    )
+
+
+async def live(
+    controls: Sequence[Any],
+    *shown: Any,
+    rerun: Callable[[], Awaitable[None]],
+    show_first: bool = False,
+) -> Any:
+    """Wire a "Try it" cell: run `rerun()` now and after every change of a control, and lay
+    the controls out in a row above what they drive (a live figure, a table).
+
+    Changes made during a run collapse into one more run (`on_change`). Returns the widget to
+    show; its `stop()` stops listening to the controls. With `show_first=True` the widget is
+    displayed before the first run, for a figure that fills as the run goes (don't show the
+    returned widget again).
+    """
+    import ipywidgets as widgets
+
+    box = widgets.VBox([widgets.HBox(list(controls)), *shown])
+    if show_first:
+        from IPython.display import display
+
+        display(box)  # type: ignore[no-untyped-call]
+    await rerun()
+    box.stop = on_change(controls, rerun)
+    return box
 
 
 def on_change(controls: Any, callback: Callable[[], Awaitable[None]]) -> Callable[[], None]:

@@ -26,9 +26,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
 from dotenv import dotenv_values, find_dotenv
 
 from labcache.connection import Settings
@@ -143,6 +144,21 @@ def student_url(admin_url: str, name: str, password: str, *, base: str = "lab10:
     parts = urlsplit(admin_url)
     auth = urlencode({"username": name, "password": password})
     return urlunsplit(parts._replace(query=f"{parts.query}&{auth}" if parts.query else auth))
+
+
+def child_url(client: redis.asyncio.Redis) -> str:
+    """The URL of the server `client` uses, as the same user: for a child process to connect.
+
+    Hand it to the child in its environment (`REDIS_URL`) or on its stdin, never on its command
+    line: it holds the password, and a command line is visible to every user of the machine.
+    """
+    kw = client.connection_pool.connection_kwargs
+    user, password = kw.get("username") or "", kw.get("password") or ""
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user or password else ""
+    db = kw.get("db") or 0
+    if kw.get("path"):
+        return f"unix://{auth}{kw['path']}?db={db}"
+    return f"redis://{auth}{kw['host']}:{kw['port']}/{db}"
 
 
 def class_setup(names: Sequence[str], host: str = "HOST", port: int = 6379) -> str:

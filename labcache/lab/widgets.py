@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from labcache.lab.data import InsuranceDB
-from labcache.lab.display import COLORS, style
+from labcache.lab.display import COLORS, knob, style
 from labcache.lab.workload import Workload
 from labcache.monitor import CacheMonitor
 from labcache.multilevel import MultiLevelCache
@@ -83,11 +83,10 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
 
         def seconds(label: str, value: float) -> widgets.IntSlider:
             top = max(ttl_max, round(value))
-            return slider(widgets.IntSlider, label, max(1, round(value)), 1, top, 1)
+            return slider(label, max(1, round(value)), 1, top, 1)
 
-        def slider(kind: Any, label: str, value: float, lo: float, hi: float, step: float) -> Any:
-            return kind(value=value, min=lo, max=hi, step=step, description=label,
-                        continuous_update=False, style={"description_width": "120px"},
+        def slider(label: str, value: float, lo: float, hi: float, step: float) -> Any:
+            return knob(label, value, lo, hi, step, style={"description_width": "120px"},
                         layout=widgets.Layout(width="320px"))  # fmt: skip
 
         controls: dict[str, widgets.Widget] = {
@@ -95,10 +94,10 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
             "policy_ttl": seconds("POLICY TTL (s)", wl.ttls["policy"]),
             "quote_ttl": seconds("QUOTE TTL (s)", wl.ttls["quote"]),
             "memory_ttl": seconds("memory TTL (s)", cache.l1.ttl),
-            "l1_size": slider(widgets.IntSlider, "L1 size (entries)",
+            "l1_size": slider("L1 size (entries)",
                               int(cache.l1.maxsize), 10, max(5000, int(cache.l1.maxsize)), 10),
-            "skew": slider(widgets.FloatSlider, "Zipf skew", wl.skew, 0.0, 2.0, 0.1),
-            "rate": slider(widgets.IntSlider, "rate (req/s)", round(wl.rate), 5,
+            "skew": slider("Zipf skew", wl.skew, 0.0, 2.0, 0.1),
+            "rate": slider("rate (req/s)", round(wl.rate), 5,
                            max(500, round(wl.rate)), 5),
             "start": widgets.Button(description="start", button_style="success", icon="play"),
             "stop": widgets.Button(description="stop", button_style="danger", icon="stop"),

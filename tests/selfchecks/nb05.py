@@ -1,8 +1,9 @@
 """Notebook 05's exercise checks: each case is (answer cell id or code, check cell id, fragments).
 
 `tests/test_notebook_selfchecks.py` runs them. Both checks count, never time: exercise 1 replays
-the sweep on a virtual clock (and made-up frames), exercise 2 feeds a tally from three caches
-(a fresh one, one with grace on a virtual clock, one whose circuit breaker is open).
+the notebook's `scenario` on a virtual clock (and made-up frames), exercise 2 feeds a tally from
+three caches (a fresh one, one with grace on a virtual clock, one whose circuit breaker is open).
+The checks' logic is in `labcache/lab/checks/nb05.py`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 `tests/test_notebook_selfchecks.py` runs them. The checks count source calls, events and TTLs:
 exercise 1's source answers only once every instance has a load running or waiting, so an
 answer without a shared lock loads 3 times on any machine; exercise 2 runs on a hand-moved
-clock with a source that is down, hangs (forever) or answers.
+clock with a source that is down, hangs (forever) or answers. The checks' code is in
+`labcache/lab/checks/nb06.py`; the notebook's check cells call it.
 """
 
 from __future__ import annotations

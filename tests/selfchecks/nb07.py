@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from tests.selfchecks import Case
 
-# The checks use `db_premium` and `warm` from the helpers cell, besides the set-up and `cache`.
+# The checks call labcache.lab.checks.nb07 with `cache`, `db`, `setup_db` and `peek` (set-up);
+# the helpers cell (`db_premium`, `warm`) is run too, as a student's kernel would have it.
 SETUP = ["imports", "connect", "helpers"]
 
 RENAME = "async def rename_customer(wt, cid, new_name):\n"

@@ -1,4 +1,4 @@
-"""Notebook 01's exercise 2 check: a client that counts its round trips to Redis.
+"""Notebook 01's exercise 2 check: a client that counts its round trips, and the keys' TTLs.
 
 A round trip starts each time a connection sends to the server: one `await redis.set(...)` is
 one, a pipeline's `execute()` sends all its queued commands at once, so it is one too. The
@@ -110,3 +110,29 @@ async def counting_client(
         yield client, trips
     finally:
         await client.aclose()
+
+
+async def ttls_left(client: aioredis.Redis, keys: list[str]) -> list[int]:
+    """Each key's PTTL, read in one pipeline: -2 no such key, -1 never expires, else ms left."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.pttl(key)
+        left: list[int] = await pipe.execute()
+    return left
+
+
+def ttl_problems(left_ms: list[int], ttl: float) -> list[str]:
+    """What is wrong with keys whose PTTLs are `left_ms`, all meant to expire within `ttl` s."""
+    missing = sum(ms == -2 for ms in left_ms)
+    forever = sum(ms == -1 for ms in left_ms)
+    too_long = sum(ms > ttl * 1000 for ms in left_ms)
+    problems = []
+    if missing:
+        problems.append(
+            f"{missing} of the {len(left_ms)} keys are not in Redis: write every key in `keys`"
+        )
+    if forever:
+        problems.append(f"{forever} of the keys never expire: give every SET ex=ttl")
+    if too_long:
+        problems.append(f"{too_long} of the keys expire later than ttl={ttl:g} s: use ex=ttl")
+    return problems
