@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from labcache.embedded import RedisServer, free_port
+from labcache.multilevel import MultiLevelCache
 
 _ids = itertools.count()
 
@@ -60,6 +61,14 @@ async def redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]
     async for key in client.scan_iter(match=namespace + "*", count=1000):
         await client.unlink(key)
     await client.aclose()
+
+
+@pytest.fixture
+async def cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MultiLevelCache]:
+    """A `MultiLevelCache` with its defaults in the test's namespace, closed afterwards (a test
+    module that needs other options defines its own `cache`)."""
+    async with MultiLevelCache(redis, namespace=namespace) as c:
+        yield c
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -53,12 +52,6 @@ DATASET: dict[str, list[str]] = {
     "xpolicy:19": [],
     "untagged": [],
 }
-
-
-@pytest.fixture
-async def cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MultiLevelCache]:
-    async with MultiLevelCache(redis, namespace=namespace) as c:
-        yield c
 
 
 @pytest.fixture

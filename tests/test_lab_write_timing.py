@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,6 @@ def db(tmp_path: Path) -> Iterator[InsuranceDB]:
     database = InsuranceDB(database=tmp_path / "insurance.db", latency=Latency.zero())
     yield database
     database.close()
-
-
-@pytest.fixture
-async def cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MultiLevelCache]:
-    async with MultiLevelCache(redis, namespace=namespace) as c:
-        yield c
 
 
 async def test_read_after_write_samples_until_both_stores_hold_the_new_value() -> None:

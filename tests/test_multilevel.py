@@ -21,12 +21,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def cache(redis: aioredis.Redis, namespace: str):  # type: ignore[no-untyped-def]
-    async with MultiLevelCache(redis, namespace=namespace) as c:
-        yield c
-
-
 async def test_levels_progress_cold_l1_l2(cache: MultiLevelCache) -> None:
     loader = Loader({"id": 1})
     levels = []

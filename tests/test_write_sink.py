@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -92,12 +92,6 @@ def notes() -> Notes:
     sink = Notes()
     _: WriteSink = sink  # mypy checks that a sink of our own satisfies the protocol
     return sink
-
-
-@pytest.fixture
-async def cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MultiLevelCache]:
-    async with MultiLevelCache(redis, namespace=namespace) as c:
-        yield c
 
 
 @pytest.fixture

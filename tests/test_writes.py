@@ -15,7 +15,7 @@ import shutil
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +60,6 @@ def db(db_path: Path) -> Iterator[InsuranceDB]:
     database = InsuranceDB(database=db_path, latency=Latency.zero())
     yield database
     database.close()
-
-
-@pytest.fixture
-async def cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MultiLevelCache]:
-    async with MultiLevelCache(redis, namespace=namespace) as c:
-        yield c
 
 
 def query(path: Path, sql: str, *args: Any) -> list[Any]:
