@@ -48,3 +48,6 @@ def test_child_url_keeps_socket_database_and_credentials() -> None:
     assert child_url(unix) == "unix:///run/labcache/redis.sock?db=3"
     no_user = aioredis.from_url("redis://:secret@localhost:6379/0")
     assert child_url(no_user) == "redis://:secret@localhost:6379/0"
+    tls = "rediss://bob:pw@class.example:6380/0?ssl_cert_reqs=none&ssl_ca_certs=%2Fca%2Fca.crt"
+    assert child_url(aioredis.from_url(tls)) == tls  # a TLS class server stays TLS
+    assert child_url(aioredis.from_url("rediss://h:6380/0")) == "rediss://h:6380/0"

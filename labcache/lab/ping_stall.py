@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import pandas as pd
 import redis.asyncio as aioredis
 
+from labcache.lab.student import child_url
+
 T = TypeVar("T")
 
 IDLE = "idle (between runs)"
@@ -37,7 +39,7 @@ return #KEYS
 _PINGER = r"""
 import json, select, sys, time
 import redis
-client = redis.Redis(**json.loads(sys.stdin.readline()))
+client = redis.Redis.from_url(sys.stdin.readline().strip())
 client.ping()
 print("ready", flush=True)
 samples = []
@@ -73,31 +75,17 @@ async def fill(
             progress.update(stop - start)
 
 
-def pinger_target(client: aioredis.Redis) -> dict[str, Any]:
-    """The connection keywords of `client`'s server, for a synchronous redis.Redis elsewhere."""
-    kw = client.connection_pool.connection_kwargs
-    target: dict[str, Any] = (
-        {"unix_socket_path": kw["path"]}
-        if "path" in kw
-        else {"host": kw["host"], "port": kw["port"]}
-    )
-    target.update({k: kw[k] for k in ("db", "username", "password") if kw.get(k) is not None})
-    if "ssl_cert_reqs" in kw:
-        target.update(ssl=True, ssl_cert_reqs=kw["ssl_cert_reqs"])
-    return target
-
-
 class PingProcess:
     """A second client in its own process, PINGing `client`'s server until the block ends.
 
     `async with PingProcess(client) as pinger:` starts it and waits for its first PING; on
     leaving the block it stops, and `pinger.samples` holds (sent at, round trip) pairs in
-    seconds of `time.monotonic()`. The target (a password included) goes over stdin, never
-    into the process list. The process is killed if the block raises.
+    seconds of `time.monotonic()`. The server's URL (`child_url`, with the password) goes over
+    stdin, never into the process list. The process is killed if the block raises.
     """
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self.target = pinger_target(client)
+        self.url = child_url(client)
         self.samples: list[tuple[float, float]] = []
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -111,7 +99,7 @@ class PingProcess:
         )
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write((json.dumps(self.target) + "\n").encode())
+            proc.stdin.write((self.url + "\n").encode())
             await proc.stdin.drain()
             if (await proc.stdout.readline()).strip() != b"ready":
                 raise RuntimeError("the PING process could not reach the server")

@@ -152,13 +152,18 @@ def child_url(client: redis.asyncio.Redis) -> str:
     Hand it to the child in its environment (`REDIS_URL`) or on its stdin, never on its command
     line: it holds the password, and a command line is visible to every user of the machine.
     """
-    kw = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
     user, password = kw.get("username") or "", kw.get("password") or ""
     auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user or password else ""
     db = kw.get("db") or 0
     if kw.get("path"):
         return f"unix://{auth}{kw['path']}?db={db}"
-    return f"redis://{auth}{kw['host']}:{kw['port']}/{db}"
+    if not issubclass(pool.connection_class, redis.asyncio.SSLConnection):
+        return f"redis://{auth}{kw['host']}:{kw['port']}/{db}"
+    tls = {k: kw[k] for k in ("ssl_cert_reqs", "ssl_ca_certs") if isinstance(kw.get(k), str)}
+    query = f"?{urlencode(tls)}" if tls else ""
+    return f"rediss://{auth}{kw['host']}:{kw['port']}/{db}{query}"
 
 
 def class_setup(names: Sequence[str], host: str = "HOST", port: int = 6379) -> str:
