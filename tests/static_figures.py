@@ -68,21 +68,6 @@ async def snapshot_widgets(client: Any, cells: list[nbformat.NotebookNode]) -> d
     return found
 
 
-def figures(nb: nbformat.NotebookNode, widgets: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
-    """(output, figure) for every output that shows a figure, static or in a live widget."""
-    found = []
-    for output in _outputs(nb):
-        data = output["data"]
-        snapshot = widgets.get(data[WIDGET]["model_id"], {}) if WIDGET in data else {}
-        if PLOTLY in data:
-            found.append((output, data[PLOTLY]))
-        elif "figure" in snapshot:
-            found.append((output, snapshot["figure"]))
-        elif "text" in snapshot:  # a progress bar: its last text, not the 0 % it was shown at
-            output["data"]["text/plain"] = snapshot["text"]
-    return found
-
-
 def is_progress_bar(output: dict[str, Any]) -> bool:
     """A widget view that is a tqdm bar ("warming: 100%|...| 1000/1000"), not a figure."""
     text = "".join(output.get("data", {}).get("text/plain", ""))
@@ -96,8 +81,21 @@ def shows_a_figure(output: dict[str, Any]) -> bool:
 
 
 def add_pngs(nb: nbformat.NotebookNode, widgets: dict[str, Any]) -> int:
-    """Store a PNG in every output of `nb` that shows a figure; return how many."""
-    todo = figures(nb, widgets)
+    """Store a PNG in every output of `nb` that shows a figure; return how many.
+
+    A widget without a figure (a progress bar) gets its last text instead of the 0 % it was
+    shown at.
+    """
+    todo = []
+    for output in _outputs(nb):
+        data = output["data"]
+        snapshot = widgets.get(data[WIDGET]["model_id"], {}) if WIDGET in data else {}
+        if PLOTLY in data:
+            todo.append((output, data[PLOTLY]))
+        elif "figure" in snapshot:
+            todo.append((output, snapshot["figure"]))
+        elif "text" in snapshot:
+            data["text/plain"] = snapshot["text"]
     if todo:
         pngs = asyncio.run(_render([figure for _, figure in todo]))
         for (output, _), png in zip(todo, pngs, strict=True):
