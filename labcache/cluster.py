@@ -41,7 +41,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot as _key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from labcache.backplane import Backplane
 from labcache.errors import LabcacheError
@@ -173,6 +175,21 @@ async def scan_pages(
             if cursor == 0:
                 return
     cluster = cast(RedisCluster, client)
+    try:
+        async for keys in _walk_primaries(cluster, match, count):
+            yield keys
+    except (RedisConnectionError, RedisTimeoutError):
+        # A SCAN sent to one node is not retried on another: after a failover, a client whose
+        # slot map predates it still names the dead primary. Reload the map and walk again
+        # (keys already yielded may come again: every caller's work on them is idempotent).
+        await cluster.nodes_manager.initialize()
+        async for keys in _walk_primaries(cluster, match, count):
+            yield keys
+
+
+async def _walk_primaries(
+    cluster: RedisCluster, match: str, count: int
+) -> AsyncIterator[list[bytes]]:
     for node in await primaries(cluster):
         cursor = 0
         while True:

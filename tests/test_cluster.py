@@ -340,6 +340,8 @@ async def test_a_primary_dies_mid_workload_and_callers_see_no_error(
 ) -> None:
     client = await connect(cluster.url, announce=False)
     other = await connect(cluster.url, announce=False)
+    idle = await connect(cluster.url, announce=False)  # its slot map will predate the failover
+    await idle.ping()
     cache = await MultiLevelCache(client, namespace=namespace).start()
     peer = await MultiLevelCache(other, namespace=namespace).start()
     assert isinstance(cache.backplane, ClusterBackplane)
@@ -383,7 +385,12 @@ async def test_a_primary_dies_mid_workload_and_callers_see_no_error(
                 break
         assert peer.l1.get(peer.key(keys[1])) is None
         assert peer.backplane.resets >= 1  # it flushed L1 when its subscription broke
+        # A client that slept through the failover still walks every live primary: its first
+        # SCAN goes to the dead one, so the walk reloads the slot map and starts again.
+        walked = {key async for page in scan_pages(idle, namespace + "*") for key in page}
+        assert walked >= {cache.key(k).encode() for k in keys if k != keys[1]}
     finally:
+        await idle.aclose()
         await cache.close()
         await peer.close()
         await client.aclose()
